@@ -1,0 +1,14 @@
+"""Evaluate a trained run: `python evaluate.py run=<run dir> [split=test dataset.root=...]`."""
+import hydra
+from omegaconf import DictConfig
+
+from nerfexp.evaluate import evaluate_run
+
+
+@hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    return evaluate_run(cfg)["psnr"]
+
+
+if __name__ == "__main__":
+    main()

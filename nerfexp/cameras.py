@@ -1,0 +1,106 @@
+"""Pinhole cameras and ray generation.
+
+Conventions (used everywhere in nerfexp):
+- camera-to-world matrices ``c2w`` are OpenGL style: the camera looks down its local -z axis, +y is up, +x right;
+- pixel (column ``i``, row ``j``) has its centre at image coordinates ``(i + 0.5, j + 0.5)``, so that an image
+  area-averaged by an integer factor keeps its rays through the centres of the averaged blocks;
+- ray directions are *not* normalised (their camera-space z is -1), so a sample at ``t`` lies at camera depth ``t``;
+  ``viewdirs`` are the unit-length directions fed to view-dependent fields.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Intrinsics:
+    """Pinhole intrinsics in pixels for an image of ``width`` x ``height``."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    def scaled(self, factor: float) -> "Intrinsics":
+        """Intrinsics of the same camera for an image downscaled by ``factor`` (area averaging)."""
+        return Intrinsics(self.fx / factor, self.fy / factor, self.cx / factor, self.cy / factor,
+                          int(self.width // factor), int(self.height // factor))
+
+    def as_tensor(self) -> Tensor:
+        """(4,) tensor ``[fx, fy, cx, cy]``."""
+        return torch.tensor([self.fx, self.fy, self.cx, self.cy], dtype=torch.float32)
+
+
+@dataclass
+class RayBundle:
+    """A batch of rays. Shapes: origins/directions/viewdirs ``(N, 3)``, near/far ``(N, 1)``."""
+
+    origins: Tensor
+    directions: Tensor
+    viewdirs: Tensor
+    near: Tensor
+    far: Tensor
+
+    def __len__(self) -> int:
+        return self.origins.shape[0]
+
+    def __getitem__(self, idx) -> "RayBundle":
+        return RayBundle(self.origins[idx], self.directions[idx], self.viewdirs[idx], self.near[idx], self.far[idx])
+
+    def to(self, device: torch.device | str) -> "RayBundle":
+        return RayBundle(*(t.to(device) for t in (self.origins, self.directions, self.viewdirs, self.near, self.far)))
+
+
+def pixel_directions(i: Tensor, j: Tensor, intrinsics: Tensor) -> Tensor:
+    """Camera-space directions through pixel centres.
+
+    Args:
+        i, j: ``(N,)`` integer column and row indices.
+        intrinsics: ``(N, 4)`` or ``(4,)`` ``[fx, fy, cx, cy]``.
+    Returns:
+        ``(N, 3)`` directions with z = -1 (OpenGL camera frame).
+    """
+    k = intrinsics.expand(i.shape[0], 4) if intrinsics.dim() == 1 else intrinsics
+    x = (i.to(k.dtype) + 0.5 - k[:, 2]) / k[:, 0]
+    y = -(j.to(k.dtype) + 0.5 - k[:, 3]) / k[:, 1]
+    return torch.stack([x, y, -torch.ones_like(x)], dim=-1)
+
+
+def rays_from_pixels(c2w: Tensor, intrinsics: Tensor, i: Tensor, j: Tensor, near: Tensor | float,
+                     far: Tensor | float) -> RayBundle:
+    """World-space rays for a batch of pixels, each from its own camera.
+
+    Args:
+        c2w: ``(N, 3|4, 4)`` camera-to-world of each pixel's camera (or ``(3|4, 4)`` shared).
+        intrinsics: ``(N, 4)`` or ``(4,)`` ``[fx, fy, cx, cy]``.
+        i, j: ``(N,)`` column and row indices.
+        near, far: scalars or ``(N,)`` / ``(N, 1)`` tensors, in units of the ray parameter ``t``.
+    """
+    n = i.shape[0]
+    dirs_cam = pixel_directions(i, j, intrinsics)
+    if c2w.dim() == 2:
+        c2w = c2w.unsqueeze(0).expand(n, *c2w.shape)
+    rot = c2w[:, :3, :3].to(dirs_cam.dtype)
+    directions = torch.einsum("nij,nj->ni", rot, dirs_cam)
+    origins = c2w[:, :3, 3].to(dirs_cam.dtype).expand(n, 3).contiguous()
+    viewdirs = directions / directions.norm(dim=-1, keepdim=True)
+    near_t = torch.as_tensor(near, dtype=dirs_cam.dtype).reshape(-1, 1).expand(n, 1).contiguous()
+    far_t = torch.as_tensor(far, dtype=dirs_cam.dtype).reshape(-1, 1).expand(n, 1).contiguous()
+    return RayBundle(origins, directions, viewdirs, near_t, far_t)
+
+
+def image_rays(c2w: Tensor, intrinsics: Intrinsics, near: float, far: float) -> RayBundle:
+    """Rays for every pixel of one image, row-major: ray ``j * width + i`` goes through pixel ``(i, j)``."""
+    jj, ii = torch.meshgrid(torch.arange(intrinsics.height), torch.arange(intrinsics.width), indexing="ij")
+    return rays_from_pixels(c2w.float(), intrinsics.as_tensor(), ii.reshape(-1), jj.reshape(-1), near, far)
+
+
+def focal_from_fov(width: int, camera_angle_x: float) -> float:
+    """Focal length in pixels from a horizontal field of view in radians."""
+    return 0.5 * width / math.tan(0.5 * camera_angle_x)

@@ -1,0 +1,75 @@
+"""The in-memory form every dataset loader produces: images, alphas and cameras of one split."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from nerfexp.cameras import Intrinsics, RayBundle, image_rays
+
+BACKGROUNDS = ("white", "black", "random")
+
+
+@dataclass
+class SceneSplit:
+    """One split of a scene.
+
+    ``images`` hold colour premultiplied by alpha, so compositing on any background is
+    ``images + (1 - alphas) * background`` and area-averaging commutes with compositing.
+
+    Shapes: images ``(N, H, W, 3)`` float32 in [0, 1]; alphas ``(N, H, W, 1)``; c2w ``(N, 4, 4)``.
+    """
+
+    images: Tensor
+    alphas: Tensor
+    c2w: Tensor
+    intrinsics: Intrinsics
+    near: float
+    far: float
+    names: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.images.shape[2]
+
+    def rays(self, index: int) -> RayBundle:
+        """All rays of image ``index``, row-major."""
+        return image_rays(self.c2w[index], self.intrinsics, self.near, self.far)
+
+    def composited(self, index: int, background: Tensor) -> Tensor:
+        """Image ``index`` composited on ``background`` (3,): ``(H, W, 3)``."""
+        return self.images[index] + (1.0 - self.alphas[index]) * background
+
+
+def background_color(mode: str, n: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """Background colour for ``mode``: ``(3,)`` for white/black, ``(n, 3)`` uniform random colours for random."""
+    if mode == "white":
+        return torch.ones(3)
+    if mode == "black":
+        return torch.zeros(3)
+    if mode == "random":
+        return torch.rand(n or 1, 3, generator=generator)
+    raise ValueError(f"dataset.background={mode!r} is not one of {BACKGROUNDS}")
+
+
+def eval_background(mode: str) -> Tensor:
+    """Fixed colour used for evaluation: random backgrounds are evaluated on white."""
+    return background_color("white" if mode == "random" else mode)
+
+
+def area_downscale(x: Tensor, factor: int) -> Tensor:
+    """Average ``(N, H, W, C)`` over ``factor`` x ``factor`` blocks (crops H, W to multiples of ``factor``)."""
+    if factor == 1:
+        return x
+    n, h, w, c = x.shape
+    h2, w2 = h // factor, w // factor
+    x = x[:, : h2 * factor, : w2 * factor]
+    return x.reshape(n, h2, factor, w2, factor, c).mean(dim=(2, 4))

@@ -1,0 +1,50 @@
+"""NeRF positional (frequency) encoding: ``[x, sin(2^k x), cos(2^k x)]`` for k < n_freqs."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class FrequencyEncoder(nn.Module):
+    """Positional encoding of ``in_dim`` inputs with ``n_freqs`` bands.
+
+    Args:
+        n_freqs: number of frequency bands L.
+        max_freq_log2: log2 of the highest band (default ``n_freqs - 1``, as in NeRF).
+        log_sampling: bands ``2^linspace(0, max)`` (True) or ``linspace(1, 2^max)`` (False).
+        include_input: prepend the raw input.
+        in_dim: input dimension (3 for positions and view directions).
+
+    Output layout per input: ``[x (in_dim), sin(f_0 x) (in_dim), cos(f_0 x) (in_dim), sin(f_1 x), ...]``.
+    """
+
+    def __init__(self, n_freqs: int = 10, max_freq_log2: float | None = None, log_sampling: bool = True,
+                 include_input: bool = True, in_dim: int = 3):
+        super().__init__()
+        if n_freqs < 0:
+            raise ValueError(f"encoder n_freqs={n_freqs} must be >= 0")
+        self.in_dim, self.n_freqs, self.include_input = in_dim, n_freqs, include_input
+        top = (n_freqs - 1) if max_freq_log2 is None else max_freq_log2
+        if n_freqs == 0:
+            bands = torch.zeros(0)
+        elif log_sampling:
+            bands = 2.0 ** torch.linspace(0.0, top, n_freqs)
+        else:
+            bands = torch.linspace(1.0, 2.0 ** top, n_freqs)
+        # sin and cos in one call: cos(x) = sin(x + pi/2)
+        self.register_buffer("bands", bands.repeat_interleave(2), persistent=False)
+        self.register_buffer("phase", torch.tensor([0.0, math.pi / 2]).repeat(n_freqs), persistent=False)
+
+    @property
+    def out_dim(self) -> int:
+        return self.in_dim * (int(self.include_input) + 2 * self.n_freqs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(..., in_dim)`` -> ``(..., out_dim)``."""
+        if self.n_freqs == 0:
+            return x if self.include_input else x[..., :0]
+        angles = x.unsqueeze(-2) * self.bands[:, None] + self.phase[:, None]  # (..., 2L, in_dim)
+        enc = torch.sin(angles).flatten(-2)
+        return torch.cat([x, enc], dim=-1) if self.include_input else enc

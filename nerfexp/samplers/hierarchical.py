@@ -1,0 +1,68 @@
+"""Hierarchical (coarse-to-fine) sampling: importance samples drawn from the coarse pass's weights."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from nerfexp.cameras import RayBundle
+from nerfexp.samplers.stratified import stratified_t
+
+
+def sample_pdf(bins: Tensor, weights: Tensor, n_samples: int, deterministic: bool = False,
+               generator: torch.Generator | None = None) -> Tensor:
+    """Inverse-CDF sampling of a piecewise-constant density.
+
+    Args:
+        bins: ``(R, B + 1)`` sorted bin edges.
+        weights: ``(R, B)`` non-negative bin weights (need not sum to 1).
+        n_samples: samples per ray.
+        deterministic: evenly spaced quantiles instead of uniform random ones.
+    Returns:
+        ``(R, n_samples)`` samples distributed with density proportional to ``weights`` inside each bin.
+    """
+    weights = weights + 1e-5  # keeps the CDF strictly increasing where the coarse pass saw nothing
+    pdf = weights / weights.sum(dim=-1, keepdim=True)
+    cdf = torch.cumsum(pdf, dim=-1)
+    cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf], dim=-1)  # (R, B + 1)
+    if deterministic:
+        u = torch.linspace(0.0, 1.0, n_samples, device=bins.device, dtype=bins.dtype).expand(cdf.shape[0], n_samples)
+    else:
+        u = torch.rand(cdf.shape[0], n_samples, device=bins.device, dtype=bins.dtype, generator=generator)
+    u = u.contiguous()
+    idx = torch.searchsorted(cdf, u, right=True)
+    below = (idx - 1).clamp(min=0)
+    above = idx.clamp(max=cdf.shape[-1] - 1)
+    cdf_lo, cdf_hi = cdf.gather(-1, below), cdf.gather(-1, above)
+    bin_lo, bin_hi = bins.gather(-1, below), bins.gather(-1, above)
+    denom = cdf_hi - cdf_lo
+    denom = torch.where(denom < 1e-5, torch.ones_like(denom), denom)
+    return bin_lo + (u - cdf_lo) / denom * (bin_hi - bin_lo)
+
+
+class HierarchicalSampler:
+    """Stratified coarse samples, then ``n_importance`` inverse-CDF samples from the coarse weights.
+
+    The fine pass evaluates the union of coarse and importance samples, sorted, as in NeRF.
+    ``n_importance`` = 0 turns the fine pass off.
+    """
+
+    def __init__(self, n_samples: int = 64, n_importance: int = 128, lindisp: bool = False, perturb: bool = True):
+        if n_samples <= 1:
+            raise ValueError(f"sampler.n_samples={n_samples} must be > 1")
+        if n_importance < 0:
+            raise ValueError(f"sampler.n_importance={n_importance} must be >= 0")
+        self.n_samples, self.n_importance = n_samples, n_importance
+        self.lindisp, self.perturb = lindisp, perturb
+
+    def coarse(self, rays: RayBundle, training: bool) -> Tensor:
+        """``(R, n_samples)`` stratified depths."""
+        return stratified_t(rays.near, rays.far, self.n_samples, self.lindisp, self.perturb and training)
+
+    def fine(self, rays: RayBundle, t_coarse: Tensor, weights: Tensor, training: bool) -> Tensor | None:
+        """``(R, n_samples + n_importance)`` sorted depths for the fine pass, or None when it is off."""
+        if self.n_importance == 0:
+            return None
+        mids = 0.5 * (t_coarse[:, 1:] + t_coarse[:, :-1])
+        t_imp = sample_pdf(mids, weights[:, 1:-1].detach(), self.n_importance,
+                           deterministic=not (self.perturb and training))
+        return torch.sort(torch.cat([t_coarse, t_imp.detach()], dim=-1), dim=-1).values

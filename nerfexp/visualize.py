@@ -1,0 +1,48 @@
+"""Images people look at: colour-mapped depth and side-by-side panels."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def to_uint8(image: Tensor | np.ndarray) -> np.ndarray:
+    """``(H, W, C)`` float in [0, 1] -> uint8."""
+    arr = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
+    return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def colorize_depth(depth: Tensor, acc: Tensor | None = None, near: float | None = None,
+                   far: float | None = None) -> Tensor:
+    """``(H, W)`` depth -> ``(H, W, 3)`` turbo colours (near = warm); empty pixels (acc < 0.5) are white."""
+    import matplotlib
+
+    d = depth.detach().float().cpu()
+    mask = (acc.detach().cpu() > 0.5) if acc is not None else torch.ones_like(d, dtype=torch.bool)
+    if near is None or far is None:
+        vals = d[mask] if mask.any() else d.flatten()
+        near, far = float(vals.min()), float(vals.max())
+    x = ((d - near) / max(far - near, 1e-8)).clamp(0, 1)
+    colors = torch.from_numpy(matplotlib.colormaps["turbo"](1.0 - x.numpy())[..., :3]).float()
+    colors[~mask] = 1.0
+    return colors
+
+
+def save_png(path: Path, image: Tensor | np.ndarray) -> None:
+    """Write an ``(H, W, 3)`` float image in [0, 1] as 8-bit PNG, creating folders as needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, to_uint8(image))
+
+
+def panel(*images: Tensor) -> Tensor:
+    """Concatenate ``(H, W, 3)`` images left to right with a 2-pixel white gap."""
+    gap = torch.ones(images[0].shape[0], 2, 3)
+    parts = []
+    for k, img in enumerate(images):
+        if k:
+            parts.append(gap)
+        parts.append(img.detach().float().cpu().clamp(0, 1))
+    return torch.cat(parts, dim=1)

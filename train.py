@@ -1,0 +1,18 @@
+"""Train a NeRF: `python train.py [dataset=... encoder=... key=value ...]` (see conf/train.yaml)."""
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from nerfexp.train import train
+
+
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    summary = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    return summary.get("test_psnr")
+
+
+if __name__ == "__main__":
+    main()
