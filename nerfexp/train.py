@@ -68,11 +68,8 @@ class Trainer:
         self.logger = instantiate(cfg.logger, run_dir=run_dir, 
                                   run_config=OmegaConf.to_container(cfg, resolve=True), _recursive_=False)
         # pixel data on the training device once, so a step gathers without host copies
-        split = self.train_split
-        self.images = split.images.to(self.device)
-        self.alphas = split.alphas.to(self.device)
-        self.c2w = split.c2w.to(self.device)
-        self.intr = split.intrinsics.as_tensor().to(self.device)
+        self.train_pixels = self.train_split.to(self.device)
+        self.intr = self.train_split.intrinsics.as_tensor().to(self.device)
 
     # -- one step -----------------------------------------------------------------------------------------------
     def progress(self) -> float:
@@ -84,16 +81,16 @@ class Trainer:
 
     def train_step(self) -> tuple[float, float]:
         """One optimisation step; returns (loss, PSNR of the fine output on the batch)."""
-        tcfg, split = self.cfg.trainer, self.train_split
+        tcfg, split = self.cfg.trainer, self.train_pixels
         lr = lr_at(self.progress(), self.cfg.optim.lr, self.cfg.optim.lr_final)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         px = self.batcher.next(self.step)
         img, i, j = px.image.to(self.device), px.i.to(self.device), px.j.to(self.device)
-        rays = rays_from_pixels(self.c2w[img], self.intr, i, j, split.near, split.far)
+        rays = rays_from_pixels(split.c2w[img], self.intr, i, j, split.near, split.far)
         mode = self.cfg.dataset.background
         bg = background_color(mode, len(img), self.bg_generator).to(self.device)
-        target = self.images[img, j, i] + (1.0 - self.alphas[img, j, i]) * bg
+        target = split.pixel_colors(img, i, j, bg)
         self.pipeline.train()
         out = self.pipeline(rays, bg, training=True)
         mse = torch.mean((out["rgb"] - target) ** 2)
@@ -104,7 +101,7 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         self.step += 1
-        return float(loss), mse_to_psnr(mse.detach())
+        return float(loss.detach()), mse_to_psnr(mse.detach())
 
     # -- validation, checkpoints --------------------------------------------------------------------------------
     def validate(self) -> float:
@@ -141,7 +138,10 @@ class Trainer:
     def fit(self) -> dict:
         tcfg = self.cfg.trainer
         max_time = tcfg.max_time_s or math.inf
-        bar = tqdm(total=tcfg.max_steps, desc="train", dynamic_ncols=True, mininterval=1.0)
+        # a time-limited run shows progress in seconds of training, a step-limited one in steps
+        timed = bool(tcfg.max_time_s)
+        bar = tqdm(total=round(tcfg.max_time_s) if timed else tcfg.max_steps, unit="s" if timed else "step",
+                   desc="train", dynamic_ncols=True, mininterval=1.0)
         window_rays, window_time, loss_psnr = 0, 0.0, (float("nan"), float("nan"))
         while self.step < tcfg.max_steps and self.train_time < max_time:
             t0 = time.perf_counter()
@@ -150,7 +150,7 @@ class Trainer:
             self.train_time += dt
             window_rays += tcfg.batch_rays
             window_time += dt
-            bar.update(1)
+            bar.update(dt if timed else 1)
             if not math.isfinite(loss_psnr[0]):
                 raise FloatingPointError(f"non-finite loss at step {self.step}; lower optim.lr")
             if self.step % tcfg.log_every == 0:
@@ -158,7 +158,8 @@ class Trainer:
                 window_rays, window_time = 0, 0.0
                 self.log({"loss": loss_psnr[0], "train_psnr": loss_psnr[1], "lr": self.optimizer.param_groups[0]["lr"],
                           "rays_per_s": rays_s, "time_s": self.train_time})
-                bar.set_postfix(loss=f"{loss_psnr[0]:.4f}", psnr=f"{loss_psnr[1]:.2f}", rays_s=f"{rays_s:.0f}")
+                bar.set_postfix(step=self.step, loss=f"{loss_psnr[0]:.4f}", psnr=f"{loss_psnr[1]:.2f}",
+                                rays_s=f"{rays_s:.0f}")
             if tcfg.val_every and self.step % tcfg.val_every == 0:
                 val = self.validate()
                 self.log({"val_psnr": val, "time_s": self.train_time})

@@ -44,6 +44,15 @@ class SceneSplit:
         """All rays of image ``index``, row-major."""
         return image_rays(self.c2w[index], self.intrinsics, self.near, self.far)
 
+    def pixel_colors(self, image: Tensor, i: Tensor, j: Tensor, background: Tensor) -> Tensor:
+        """Target colours ``(B, 3)`` of pixels ``(image, i, j)`` composited on ``background`` ``(3,)`` or ``(B, 3)``."""
+        return self.images[image, j, i] + (1.0 - self.alphas[image, j, i]) * background
+
+    def to(self, device: torch.device | str) -> "SceneSplit":
+        """A copy with images, alphas and poses on ``device``."""
+        return SceneSplit(self.images.to(device), self.alphas.to(device), self.c2w.to(device), self.intrinsics,
+                          self.near, self.far, list(self.names))
+
     def composited(self, index: int, background: Tensor) -> Tensor:
         """Image ``index`` composited on ``background`` (3,): ``(H, W, 3)``."""
         return self.images[index] + (1.0 - self.alphas[index]) * background
