@@ -2,12 +2,13 @@
 import hydra
 from omegaconf import DictConfig
 
+from nerfexp.cli import run_or_exit
 from nerfexp.evaluate import evaluate_run
 
 
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    return evaluate_run(cfg)["psnr"]
+    return run_or_exit(evaluate_run, cfg)["psnr"]
 
 
 if __name__ == "__main__":

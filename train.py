@@ -5,12 +5,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from nerfexp.cli import run_or_exit
 from nerfexp.train import train
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    summary = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    summary = run_or_exit(train, cfg, Path(HydraConfig.get().runtime.output_dir))
     return summary.get("test_psnr")
 
 

@@ -104,3 +104,23 @@ def image_rays(c2w: Tensor, intrinsics: Intrinsics, near: float, far: float) -> 
 def focal_from_fov(width: int, camera_angle_x: float) -> float:
     """Focal length in pixels from a horizontal field of view in radians."""
     return 0.5 * width / math.tan(0.5 * camera_angle_x)
+
+
+def ndc_rays(rays: RayBundle, focal: float, width: int, height: int, near_plane: float = 1.0) -> RayBundle:
+    """Map rays of a forward-facing camera to normalised device coordinates (NeRF's LLFF setting).
+
+    Origins are first moved to the plane ``z = -near_plane``; in NDC the whole frustum beyond it maps to
+    ``z in [-1, 1]`` and the returned rays span ``t in [0, 1]`` (near = 0, far = 1).
+    Valid for poses in the frame where cameras look roughly down -z (after LLFF recentring).
+    """
+    o, d = rays.origins, rays.directions
+    t = -(near_plane + o[:, 2]) / d[:, 2]
+    o = o + t.unsqueeze(-1) * d
+    ox, oy, oz = o.unbind(-1)
+    dx, dy, dz = d.unbind(-1)
+    ax, ay = -2.0 * focal / width, -2.0 * focal / height
+    o_ndc = torch.stack([ax * ox / oz, ay * oy / oz, 1.0 + 2.0 * near_plane / oz], dim=-1)
+    d_ndc = torch.stack([ax * (dx / dz - ox / oz), ay * (dy / dz - oy / oz), -2.0 * near_plane / oz], dim=-1)
+    n = o.shape[0]
+    return RayBundle(o_ndc, d_ndc, rays.viewdirs, torch.zeros(n, 1, dtype=o.dtype, device=o.device),
+                     torch.ones(n, 1, dtype=o.dtype, device=o.device))

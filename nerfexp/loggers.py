@@ -17,6 +17,7 @@ class MetricsFile:
     """Appends one JSON object per ``log`` call to ``<run_dir>/metrics.jsonl`` (flushed, so a crash loses nothing)."""
 
     def __init__(self, run_dir: Path):
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
         self.path = Path(run_dir) / "metrics.jsonl"
         self.fh = open(self.path, "a", encoding="utf-8")
 
@@ -31,13 +32,17 @@ class MetricsFile:
 class NoLogger:
     """No sink beyond ``metrics.jsonl``."""
 
-    def __init__(self, run_dir: Path | None = None, run_config: dict | None = None):
+    def __init__(self, run_dir: Path | None = None, run_config: dict | None = None, job: dict | None = None,
+                 run_id: str | None = None):
         pass
 
     def log(self, metrics: dict, step: int) -> None:
         pass
 
     def log_image(self, name: str, image, step: int) -> None:
+        pass
+
+    def log_table(self, name: str, columns: list[str], rows: list[list]) -> None:
         pass
 
     def finish(self) -> None:
@@ -47,7 +52,8 @@ class NoLogger:
 class CSVLogger(NoLogger):
     """Writes ``<run_dir>/metrics.csv`` with one row per logged step; columns grow as new keys appear."""
 
-    def __init__(self, run_dir: Path, run_config: dict | None = None, filename: str = "metrics.csv"):
+    def __init__(self, run_dir: Path, run_config: dict | None = None, job: dict | None = None,
+                 run_id: str | None = None, filename: str = "metrics.csv"):
         self.path = Path(run_dir) / filename
         self.rows: list[dict] = []
         self.columns: list[str] = ["step"]

@@ -5,6 +5,8 @@ import json
 import logging
 import math
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -15,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from nerfexp.allocator import keep_freed_memory
-from nerfexp.cameras import rays_from_pixels
-from nerfexp.checkpoint import save_checkpoint
+from nerfexp.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from nerfexp.config import validate_config
 from nerfexp.data.batcher import RayBatcher
 from nerfexp.data.scene import SceneSplit, background_color, eval_background
 from nerfexp.evaluate import evaluate_split, render_image
@@ -43,9 +45,16 @@ def rng_state() -> dict:
 
 
 class Trainer:
-    """Owns the run's state (pipeline, optimizer, batcher, step) and the loop over it."""
+    """Owns the run's state (pipeline, optimizer, batcher, step, RNGs) and the loop over it.
 
-    def __init__(self, cfg: DictConfig, run_dir: Path):
+    Args:
+        cfg: the composed training config.
+        run_dir: where everything of the run is written.
+        job: multirun facts for the logger (see :func:`hydra_job_info`).
+        checkpoint: a checkpoint dict to resume from exactly (model, optimizer, batcher, RNGs, step, logger id).
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, job: dict | None = None, checkpoint: dict | None = None):
         self.cfg, self.run_dir = cfg, run_dir
         tcfg = cfg.trainer
         if tcfg.get("threads"):
@@ -55,21 +64,35 @@ class Trainer:
         self.dataset = instantiate(cfg.dataset)
         self.train_split: SceneSplit = self.dataset.load("train")
         self.val_split: SceneSplit = self.dataset.load("val")
-        self.pipeline: NeRFPipeline = build_pipeline(cfg).to(self.device)
-        self.optimizer = torch.optim.Adam(self.pipeline.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                          eps=cfg.optim.eps)
+        self.init_model(cfg.seed)
         self.batcher = RayBatcher(len(self.train_split), self.train_split.height, self.train_split.width,
                                   tcfg.batch_rays, tcfg.batching, tcfg.precrop_frac, tcfg.precrop_steps,
                                   seed=cfg.seed)
         self.bg_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.train_time = 0.0
+        self.lr_scale = 1.0  # lowered by the NaN guard
+        self.skipped_steps = 0
+        self.bad_in_row = 0
+        self.restarts = 0
+        self.stop_signal: str | None = None
+        logger_id = None
+        if checkpoint is not None:
+            self.load_state_dict(checkpoint)
+            logger_id = checkpoint.get("logger_run_id")
         self.metrics = MetricsFile(run_dir)
-        self.logger = instantiate(cfg.logger, run_dir=run_dir, 
-                                  run_config=OmegaConf.to_container(cfg, resolve=True), _recursive_=False)
+        self.logger = instantiate(cfg.logger, run_dir=run_dir,
+                                  run_config=OmegaConf.to_container(cfg, resolve=True), job=job,
+                                  **({"run_id": logger_id} if logger_id else {}), _recursive_=False)
         # pixel data on the training device once, so a step gathers without host copies
         self.train_pixels = self.train_split.to(self.device)
-        self.intr = self.train_split.intrinsics.as_tensor().to(self.device)
+
+    def init_model(self, seed: int) -> None:
+        """Fresh pipeline and optimizer from ``seed`` (also used by stuck-start restarts)."""
+        torch.manual_seed(seed)
+        self.pipeline: NeRFPipeline = build_pipeline(self.cfg).to(self.device)
+        o = self.cfg.optim
+        self.optimizer = torch.optim.Adam(self.pipeline.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
 
     # -- one step -----------------------------------------------------------------------------------------------
     def progress(self) -> float:
@@ -79,29 +102,49 @@ class Trainer:
             p = max(p, self.train_time / tcfg.max_time_s)
         return p
 
-    def train_step(self) -> tuple[float, float]:
-        """One optimisation step; returns (loss, PSNR of the fine output on the batch)."""
-        tcfg, split = self.cfg.trainer, self.train_pixels
-        lr = lr_at(self.progress(), self.cfg.optim.lr, self.cfg.optim.lr_final)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+    def current_lr(self) -> float:
+        return lr_at(self.progress(), self.cfg.optim.lr, self.cfg.optim.lr_final) * self.lr_scale
+
+    def compute_loss(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and fine-pass MSE on the next batch of rays."""
+        split = self.train_pixels
         px = self.batcher.next(self.step)
         img, i, j = px.image.to(self.device), px.i.to(self.device), px.j.to(self.device)
-        rays = rays_from_pixels(split.c2w[img], self.intr, i, j, split.near, split.far)
-        mode = self.cfg.dataset.background
-        bg = background_color(mode, len(img), self.bg_generator).to(self.device)
+        rays = split.pixel_rays(img, i, j)
+        bg = background_color(self.cfg.dataset.background, len(img), self.bg_generator).to(self.device)
         target = split.pixel_colors(img, i, j, bg)
         self.pipeline.train()
         out = self.pipeline(rays, bg, training=True)
         mse = torch.mean((out["rgb"] - target) ** 2)
         loss = mse
         if "rgb_coarse" in out:
-            loss = loss + tcfg.coarse_loss_weight * torch.mean((out["rgb_coarse"] - target) ** 2)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+            loss = loss + self.cfg.trainer.coarse_loss_weight * torch.mean((out["rgb_coarse"] - target) ** 2)
+        return loss, mse
+
+    def train_step(self) -> tuple[float, float, bool]:
+        """One optimisation step; returns (loss, batch PSNR of the fine output, whether the update was applied).
+
+        A non-finite loss or gradient skips the update (the step still counts, so a run always ends)."""
+        lr = self.current_lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        try:
+            loss, mse = self.compute_loss()
+            self.optimizer.zero_grad(set_to_none=True)
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                loss.backward()
+                grads = [p.grad for p in self.pipeline.parameters() if p.grad is not None]
+                finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+        except torch.OutOfMemoryError:
+            raise RuntimeError(f"out of memory in a training step with trainer.batch_rays="
+                               f"{self.cfg.trainer.batch_rays}, sampler.n_samples={self.cfg.sampler.n_samples}, "
+                               f"sampler.n_importance={self.cfg.sampler.get('n_importance', 0)}: lower "
+                               "trainer.batch_rays first (or the sample counts)") from None
+        if finite:
+            self.optimizer.step()
         self.step += 1
-        return float(loss.detach()), mse_to_psnr(mse.detach())
+        return float(loss.detach()), mse_to_psnr(mse.detach()), finite
 
     # -- validation, checkpoints --------------------------------------------------------------------------------
     def validate(self) -> float:
@@ -124,70 +167,235 @@ class Trainer:
     def state_dict(self) -> dict:
         return {"step": self.step, "train_time": self.train_time, "pipeline": self.pipeline.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "batcher": self.batcher.state_dict(),
-                "bg_generator": self.bg_generator.get_state(), "rng": rng_state(),
+                "bg_generator": self.bg_generator.get_state(), "rng": rng_state(), "lr_scale": self.lr_scale,
+                "skipped_steps": self.skipped_steps, "restarts": self.restarts,
+                "logger_run_id": getattr(self.logger, "run_id", None) if hasattr(self, "logger") else None,
                 "config": OmegaConf.to_container(self.cfg, resolve=True)}
 
-    def save(self) -> Path:
+    def load_state_dict(self, state: dict) -> None:
+        """Restore everything :meth:`state_dict` saved, RNGs included, so training continues bit for bit."""
+        self.pipeline.load_state_dict(state["pipeline"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batcher.load_state_dict(state["batcher"])
+        self.bg_generator.set_state(state["bg_generator"])
+        self.step, self.train_time = int(state["step"]), float(state["train_time"])
+        self.lr_scale = float(state.get("lr_scale", 1.0))
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.restarts = int(state.get("restarts", 0))
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.pipeline.parameters())
+
+    def save(self) -> Path | None:
+        """Checkpoint now, unless the weights are not finite (a checkpoint never holds NaN or Inf)."""
+        if not self.weights_finite():
+            log.warning("step %d: weights are not finite; checkpoint not written", self.step)
+            return None
         return save_checkpoint(self.state_dict(), self.run_dir / "checkpoints", self.step, self.cfg.trainer.ckpt_keep)
 
     def log(self, metrics: dict) -> None:
         self.metrics.log(metrics, self.step)
         self.logger.log(metrics, self.step)
 
+    # -- recovery -----------------------------------------------------------------------------------------------
+    def recover_from_nan(self) -> None:
+        """After ``nan_patience`` bad steps in a row: back to the last good checkpoint with a lower learning rate."""
+        tcfg = self.cfg.trainer
+        path = latest_checkpoint(self.run_dir / "checkpoints")
+        new_scale = self.lr_scale * tcfg.nan_lr_factor
+        skipped = self.skipped_steps
+        if path is not None:
+            self.load_state_dict(load_checkpoint(path, self.device))
+        else:
+            self.init_model(self.cfg.seed)
+            self.step = 0
+        self.lr_scale, self.skipped_steps, self.bad_in_row = new_scale, skipped, 0
+        log.warning("%d non-finite steps in a row: restored %s, learning rate scaled by %g", tcfg.nan_patience,
+                    path.name if path else "the initial weights", new_scale)
+        self.log({"nan_recovery": 1, "lr_scale": new_scale})
+
+    def maybe_restart(self) -> bool:
+        """Stuck-start check at ``warmup_steps``: re-initialise with a new seed while val PSNR is too low."""
+        tcfg = self.cfg.trainer
+        if not tcfg.warmup_steps or self.step != tcfg.warmup_steps or self.restarts >= tcfg.n_restarts:
+            return False
+        val = self.validate()
+        if val >= tcfg.warmup_min_psnr:
+            return False
+        self.restarts += 1
+        seed = self.cfg.seed + 1000 * self.restarts
+        log.warning("val PSNR %.2f dB < trainer.warmup_min_psnr=%.2f after %d steps: restart %d/%d with seed %d",
+                    val, tcfg.warmup_min_psnr, self.step, self.restarts, tcfg.n_restarts, seed)
+        self.log({"restart": self.restarts, "val_psnr": val, "restart_seed": seed})
+        self.init_model(seed)
+        self.step = 0
+        return True
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_signal = signal.Signals(signum).name
+
     # -- the loop -----------------------------------------------------------------------------------------------
-    def fit(self) -> dict:
+    def fit(self, stop_at: int | None = None) -> dict:
+        """Train until ``max_steps``, ``max_time_s``, a SIGINT/SIGTERM, or step ``stop_at`` (then no final eval)."""
         tcfg = self.cfg.trainer
         max_time = tcfg.max_time_s or math.inf
+        in_main = threading.current_thread() is threading.main_thread()
+        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
         # a time-limited run shows progress in seconds of training, a step-limited one in steps
         timed = bool(tcfg.max_time_s)
         bar = tqdm(total=round(tcfg.max_time_s) if timed else tcfg.max_steps, unit="s" if timed else "step",
-                   desc="train", dynamic_ncols=True, mininterval=1.0)
-        window_rays, window_time, loss_psnr = 0, 0.0, (float("nan"), float("nan"))
-        while self.step < tcfg.max_steps and self.train_time < max_time:
-            t0 = time.perf_counter()
-            loss_psnr = self.train_step()
-            dt = time.perf_counter() - t0
-            self.train_time += dt
-            window_rays += tcfg.batch_rays
-            window_time += dt
-            bar.update(dt if timed else 1)
-            if not math.isfinite(loss_psnr[0]):
-                raise FloatingPointError(f"non-finite loss at step {self.step}; lower optim.lr")
-            if self.step % tcfg.log_every == 0:
-                rays_s = window_rays / max(window_time, 1e-9)
-                window_rays, window_time = 0, 0.0
-                self.log({"loss": loss_psnr[0], "train_psnr": loss_psnr[1], "lr": self.optimizer.param_groups[0]["lr"],
-                          "rays_per_s": rays_s, "time_s": self.train_time})
-                bar.set_postfix(step=self.step, loss=f"{loss_psnr[0]:.4f}", psnr=f"{loss_psnr[1]:.2f}",
-                                rays_s=f"{rays_s:.0f}")
-            if tcfg.val_every and self.step % tcfg.val_every == 0:
-                val = self.validate()
-                self.log({"val_psnr": val, "time_s": self.train_time})
-                bar.write(f"step {self.step}: val PSNR {val:.2f} dB ({self.train_time:.0f} s of training)")
-            if tcfg.ckpt_every and self.step % tcfg.ckpt_every == 0:
-                self.save()
-        bar.close()
+                   desc="train", dynamic_ncols=True, mininterval=1.0, initial=self.train_time if timed else self.step)
+        window_rays, window_time = 0, 0.0
+        try:
+            while (self.step < tcfg.max_steps and self.train_time < max_time and self.stop_signal is None
+                   and (stop_at is None or self.step < stop_at)):
+                t0 = time.perf_counter()
+                loss, batch_psnr, applied = self.train_step()
+                dt = time.perf_counter() - t0
+                self.train_time += dt
+                window_rays += tcfg.batch_rays
+                window_time += dt
+                bar.update(dt if timed else 1)
+                if not applied:
+                    self.skipped_steps += 1
+                    self.bad_in_row += 1
+                    self.log({"skipped_steps": self.skipped_steps, "loss": None})
+                    if self.bad_in_row >= tcfg.nan_patience:
+                        self.recover_from_nan()
+                    continue
+                self.bad_in_row = 0
+                if self.step % tcfg.log_every == 0:
+                    rays_s = window_rays / max(window_time, 1e-9)
+                    window_rays, window_time = 0, 0.0
+                    self.log({"loss": loss, "train_psnr": batch_psnr, "lr": self.optimizer.param_groups[0]["lr"],
+                              "rays_per_s": rays_s, "time_s": self.train_time,
+                              "samples_per_ray": self.cfg.sampler.n_samples + self.cfg.sampler.get("n_importance", 0),
+                              "skipped_steps": self.skipped_steps})
+                    bar.set_postfix(step=self.step, loss=f"{loss:.4f}", psnr=f"{batch_psnr:.2f}",
+                                    rays_s=f"{rays_s:.0f}")
+                if self.maybe_restart():
+                    continue
+                if tcfg.val_every and self.step % tcfg.val_every == 0:
+                    val = self.validate()
+                    self.log({"val_psnr": val, "time_s": self.train_time})
+                    bar.write(f"step {self.step}: val PSNR {val:.2f} dB ({self.train_time:.0f} s of training)")
+                if tcfg.ckpt_every and self.step % tcfg.ckpt_every == 0:
+                    self.save()
+        finally:
+            bar.close()
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
         self.save()
         summary = {"steps": self.step, "train_time_s": self.train_time,
-                   "rays_per_s": self.step * tcfg.batch_rays / max(self.train_time, 1e-9)}
+                   "rays_per_s": self.step * tcfg.batch_rays / max(self.train_time, 1e-9),
+                   "skipped_steps": self.skipped_steps, "restarts": self.restarts}
+        if self.stop_signal is not None or (stop_at is not None and self.step >= stop_at
+                                            and self.step < tcfg.max_steps):
+            summary["interrupted"] = self.stop_signal or f"stop_at={stop_at}"
+            log.warning("training stopped at step %d (%s); checkpoint saved, resume with resume=%s", self.step,
+                        summary["interrupted"], self.run_dir)
+            self.close()
+            return summary
         if tcfg.eval_at_end:
             test = evaluate_split(self.pipeline, self.dataset.load(self.cfg.eval.split),
                                   self.cfg.dataset.background, self.run_dir / "eval", self.cfg.eval.chunk,
                                   self.device, self.cfg.eval.max_views)
             summary.update(test_psnr=test["psnr"], test_ssim=test["ssim"], test_lpips=test["lpips"])
+            self.logger.log_table("eval/per_view", ["frame", "psnr", "ssim", "lpips"],
+                                  [[v["frame"], v["psnr"], v["ssim"], v["lpips"]] for v in test["per_view"]])
             self.log({"test_psnr": test["psnr"], "test_ssim": test["ssim"], "time_s": self.train_time})
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        self.close()
+        return summary
+
+    def close(self) -> None:
         self.metrics.close()
         self.logger.finish()
-        return summary
+
+
+def hydra_job_info() -> dict | None:
+    """Multirun facts of the current Hydra job (sweep dir, overrides, job number), or None outside a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return {"overrides": list(hc.overrides.task)}
+    return {"sweep_dir": hc.sweep.dir, "overrides": list(hc.overrides.task), "num": hc.job.num}
+
+
+def comparable_config(cfg: DictConfig | dict) -> dict:
+    """A run's config without the keys that do not change what is trained (for ``resume=auto``)."""
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    c.pop("resume", None)
+    c.get("trainer", {}).pop("max_steps", None)
+    c.get("trainer", {}).pop("max_time_s", None)
+    return c
+
+
+def find_resume_dir(resume: str, cfg: DictConfig, run_dir: Path) -> Path | None:
+    """The run dir to continue: ``resume`` itself, or with ``auto`` the newest run with a checkpoint and the same
+    config among the siblings of this run's output root (``outputs/<date>/<time>``)."""
+    if resume != "auto":
+        path = Path(resume).expanduser().resolve()
+        if not (path / "config.yaml").is_file():
+            raise FileNotFoundError(f"resume={resume}: no config.yaml there; give a training run directory")
+        return path
+    root = run_dir.resolve().parent.parent
+    wanted = comparable_config(cfg)
+    candidates = []
+    for config_path in root.glob("*/*/config.yaml"):
+        other = config_path.parent
+        if other == run_dir.resolve() or latest_checkpoint(other / "checkpoints") is None:
+            continue
+        if comparable_config(OmegaConf.to_container(OmegaConf.load(config_path))) == wanted:
+            candidates.append(other)
+    return max(candidates, key=lambda p: latest_checkpoint(p / "checkpoints").stat().st_mtime, default=None)
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop records written after ``step`` (they belong to training that the resumed run will redo)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+    path.write_text("".join(k + "\n" for k in kept))
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Entry point of ``train.py``: write the resolved config and provenance into ``run_dir``, train, evaluate."""
+    """Entry point of ``train.py``: write the resolved config and provenance into ``run_dir``, train, evaluate.
+
+    With ``resume=<run dir>`` (or ``resume=auto``) training continues in that run dir from its last checkpoint."""
     keep_freed_memory()
+    validate_config(cfg)
+    checkpoint = None
+    if cfg.get("resume"):
+        resume_dir = find_resume_dir(str(cfg.resume), cfg, run_dir)
+        ckpt_path = latest_checkpoint(resume_dir / "checkpoints") if resume_dir else None
+        if ckpt_path is None:
+            log.warning("resume=%s: no run with a checkpoint to continue; starting a new run", cfg.resume)
+        else:
+            checkpoint = load_checkpoint(ckpt_path)
+            run_dir = resume_dir
+            truncate_metrics(run_dir, int(checkpoint["step"]))
+            log.info("resuming %s from %s (step %d)", run_dir, ckpt_path.name, checkpoint["step"])
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    trainer = Trainer(cfg, run_dir)
+    trainer = Trainer(cfg, run_dir, job=hydra_job_info(), checkpoint=checkpoint)
     (run_dir / "provenance.json").write_text(json.dumps(provenance(str(trainer.device)), indent=2))
     log.info("run dir %s; %d training views of %dx%d on %s; %d parameters", run_dir, len(trainer.train_split),
              trainer.train_split.width, trainer.train_split.height, trainer.device,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -10,11 +9,10 @@ import numpy as np
 import torch
 
 from nerfexp.cameras import Intrinsics, focal_from_fov
+from nerfexp.data.images import DatasetError, check_same_size, load_frames
 from nerfexp.data.scene import BACKGROUNDS, SceneSplit
 
-
-class DatasetError(ValueError):
-    """A dataset file is missing or malformed; the message names the file."""
+__all__ = ["BlenderDataset", "DatasetError", "load_frames", "premultiplied_downscaled", "read_rgba"]
 
 
 def read_rgba(path: Path) -> np.ndarray:
@@ -42,17 +40,6 @@ def premultiplied_downscaled(rgba: np.ndarray, factor: int) -> tuple[np.ndarray,
         color = color[: h * factor, : w * factor].reshape(h, factor, w, factor, 3).mean(axis=(1, 3))
         alpha = alpha[: h * factor, : w * factor].reshape(h, factor, w, factor, 1).mean(axis=(1, 3))
     return color, alpha
-
-
-def load_frames(paths: list[Path], factor: int, workers: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Decode and downscale frames in parallel (PNG decoding releases the GIL)."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(lambda p: premultiplied_downscaled(read_rgba(p), factor), paths))
-    shapes = {c.shape for c, _ in results}
-    if len(shapes) > 1:
-        sizes = {str(p): c.shape[:2] for p, (c, _) in zip(paths, results)}
-        raise DatasetError(f"images differ in size: {sizes}")
-    return np.stack([c for c, _ in results]), np.stack([a for _, a in results])
 
 
 class BlenderDataset:
@@ -84,24 +71,37 @@ class BlenderDataset:
             raise DatasetError(f"{path}: file is missing") from None
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}: malformed JSON ({exc})") from None
-        frames = meta.get("frames")
-        if not frames:
+        frames = meta.get("frames") if isinstance(meta, dict) else None
+        if not frames or not isinstance(frames, list):
             raise DatasetError(f"{path}: no 'frames' listed")
+        for key in ("file_path", "transform_matrix"):
+            bad = next((k for k, f in enumerate(frames) if not isinstance(f, dict) or key not in f), None)
+            if bad is not None:
+                raise DatasetError(f"{path}: frames[{bad}] has no '{key}'")
+        if "fl_x" not in meta and "camera_angle_x" not in meta:
+            raise DatasetError(f"{path}: neither 'camera_angle_x' nor 'fl_x' is given")
         skip = self.testskip if split != "train" else 1
         frames = frames[::max(skip, 1)]
         paths = []
         for frame in frames:
-            rel = frame["file_path"]
-            p = (self.root / rel).resolve()
+            p = (self.root / frame["file_path"]).resolve()
             paths.append(p if p.suffix else p.with_suffix(".png"))
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise DatasetError(f"{missing[0]}: image file listed in {path} is missing{more}")
+        try:
+            c2w_np = np.array([f["transform_matrix"] for f in frames], dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(f"{path}: 'transform_matrix' entries are not numbers ({exc})") from None
+        if c2w_np.shape[1:] != (4, 4):
+            raise DatasetError(f"{path}: 'transform_matrix' must be 4x4, got {c2w_np.shape[1:]}")
+        full_w, full_h = check_same_size(paths)  # header reads: a wrong-sized frame fails before decoding
         colors, alphas = load_frames(paths, self.downscale)
-        full_w = colors.shape[2] * self.downscale
-        full_h = colors.shape[1] * self.downscale
         fx = meta.get("fl_x") or focal_from_fov(full_w, meta["camera_angle_x"])
         fy = meta.get("fl_y") or fx
         cx = meta.get("cx", full_w / 2.0)
         cy = meta.get("cy", full_h / 2.0)
         intr = Intrinsics(fx, fy, cx, cy, full_w, full_h).scaled(self.downscale)
-        c2w = torch.tensor(np.array([f["transform_matrix"] for f in frames], dtype=np.float32))
-        return SceneSplit(torch.from_numpy(colors), torch.from_numpy(alphas), c2w, intr, self.near, self.far,
-                          names=[Path(f["file_path"]).name for f in frames])
+        return SceneSplit(torch.from_numpy(colors), torch.from_numpy(alphas), torch.from_numpy(c2w_np), intr,
+                          self.near, self.far, names=[Path(f["file_path"]).name for f in frames])

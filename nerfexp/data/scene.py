@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from nerfexp.cameras import Intrinsics, RayBundle, image_rays
+from nerfexp.cameras import Intrinsics, RayBundle, ndc_rays, rays_from_pixels
 
 BACKGROUNDS = ("white", "black", "random")
 
@@ -28,6 +28,7 @@ class SceneSplit:
     near: float
     far: float
     names: list[str] = field(default_factory=list)
+    ndc: bool = False  # forward-facing scenes: rays are mapped to NDC, t in [0, 1]
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -40,9 +41,20 @@ class SceneSplit:
     def width(self) -> int:
         return self.images.shape[2]
 
+    def pixel_rays(self, image: Tensor, i: Tensor, j: Tensor) -> RayBundle:
+        """Rays through pixels ``(image, i, j)`` (each ``(B,)``), in NDC when the split is forward-facing."""
+        k = self.intrinsics.as_tensor().to(self.c2w.device)
+        rays = rays_from_pixels(self.c2w[image], k, i, j, self.near, self.far)
+        if self.ndc:
+            rays = ndc_rays(rays, self.intrinsics.fx, self.intrinsics.width, self.intrinsics.height)
+        return rays
+
     def rays(self, index: int) -> RayBundle:
-        """All rays of image ``index``, row-major."""
-        return image_rays(self.c2w[index], self.intrinsics, self.near, self.far)
+        """All rays of image ``index``, row-major: ray ``j * width + i`` goes through pixel ``(i, j)``."""
+        jj, ii = torch.meshgrid(torch.arange(self.height, device=self.c2w.device),
+                                torch.arange(self.width, device=self.c2w.device), indexing="ij")
+        image = torch.full((self.height * self.width,), index, dtype=torch.long, device=self.c2w.device)
+        return self.pixel_rays(image, ii.reshape(-1), jj.reshape(-1))
 
     def pixel_colors(self, image: Tensor, i: Tensor, j: Tensor, background: Tensor) -> Tensor:
         """Target colours ``(B, 3)`` of pixels ``(image, i, j)`` composited on ``background`` ``(3,)`` or ``(B, 3)``."""
@@ -51,7 +63,7 @@ class SceneSplit:
     def to(self, device: torch.device | str) -> "SceneSplit":
         """A copy with images, alphas and poses on ``device``."""
         return SceneSplit(self.images.to(device), self.alphas.to(device), self.c2w.to(device), self.intrinsics,
-                          self.near, self.far, list(self.names))
+                          self.near, self.far, list(self.names), self.ndc)
 
     def composited(self, index: int, background: Tensor) -> Tensor:
         """Image ``index`` composited on ``background`` (3,): ``(H, W, 3)``."""

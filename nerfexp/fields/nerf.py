@@ -20,11 +20,11 @@ class NeRFField(nn.Module):
         depth, width: trunk layers and their width.
         skips: trunk layer indices whose input is concatenated with the encoded position again.
         use_viewdirs: colour depends on the view direction through a small branch of ``width // 2``.
-        density_activation: ``relu`` (vanilla NeRF), ``softplus`` (shifted, default) or ``exp``.
+        density_activation: ``relu`` (vanilla NeRF, default), ``softplus`` (shifted) or ``exp``.
     """
 
     def __init__(self, pos_dim: int, dir_dim: int, depth: int = 8, width: int = 256, skips: tuple[int, ...] = (4,),
-                 use_viewdirs: bool = True, density_activation: str = "softplus"):
+                 use_viewdirs: bool = True, density_activation: str = "relu"):
         super().__init__()
         if density_activation not in DENSITY_ACTIVATIONS:
             raise ValueError(f"field.density_activation={density_activation!r} is not one of "

@@ -1,0 +1,276 @@
+"""Report on a multirun sweep from its jobs' ``metrics.jsonl`` (no network needed).
+
+    python -m nerfexp.report <multirun dir> [--levels 20 25 30] [--wandb]
+
+Writes ``<multirun dir>/report/``: ``summary.csv`` and ``summary.md`` (one row per job: overrides (the markdown
+keeps only the swept ones), final/best val PSNR, train PSNR, train-val gap, steps and seconds to reach PSNR levels,
+rays/s, test metrics),
+``psnr_vs_step.png``, ``psnr_vs_time.png`` and ``gap.png`` (train vs val PSNR per job, ordered by the swept values).
+``--wandb`` also logs the table (a ``wandb.Table``) and the plots to one W&B run of job type ``report`` in the
+sweep's group; offline unless ``WANDB_MODE=online``, its files then go to ``<multirun dir>/report/wandb``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import yaml
+
+DEFAULT_LEVELS = (20.0, 25.0, 30.0)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a ``metrics.jsonl``; a truncated last line (a crash mid-write) is ignored."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """Job folders of a multirun dir (those with a ``metrics.jsonl``), in job-number order."""
+    jobs = [p.parent for p in sweep_dir.glob("*/metrics.jsonl")]
+
+    def key(p: Path):
+        return (0, int(p.name)) if p.name.isdigit() else (1, p.name)
+
+    return sorted(jobs, key=key)
+
+
+def job_overrides(job: Path) -> list[str]:
+    path = job / ".hydra" / "overrides.yaml"
+    return [str(o) for o in yaml.safe_load(path.read_text())] if path.is_file() else []
+
+
+def first_reaching(points: list[tuple[float, float]], level: float) -> float | None:
+    """The first x whose y >= level, for ``points`` of (x, y) in order."""
+    for x, y in points:
+        if y is not None and y >= level:
+            return x
+    return None
+
+
+def summarize_job(job: Path, levels: tuple[float, ...] = DEFAULT_LEVELS) -> dict:
+    """One report row for a job folder."""
+    rows = read_jsonl(job / "metrics.jsonl")
+    val = [(r["step"], r.get("time_s"), r["val_psnr"]) for r in rows if r.get("val_psnr") is not None]
+    train = [r["train_psnr"] for r in rows if r.get("train_psnr") is not None]
+    rays = sorted(r["rays_per_s"] for r in rows if r.get("rays_per_s"))
+    test = next((r for r in reversed(rows) if r.get("test_psnr") is not None), {})
+    steps = max((r["step"] for r in rows), default=0)
+    times = [r["time_s"] for r in rows if r.get("time_s") is not None]
+    final_train = sum(train[-3:]) / len(train[-3:]) if train else None
+    final_val = val[-1][2] if val else None
+    row = {
+        "job": job.name,
+        "overrides": " ".join(job_overrides(job)),
+        "final_val_psnr": final_val,
+        "best_val_psnr": max((v for _, _, v in val), default=None),
+        "final_train_psnr": final_train,
+        "train_val_gap": (final_train - final_val) if final_train is not None and final_val is not None else None,
+        "test_psnr": test.get("test_psnr"),
+        "test_ssim": test.get("test_ssim"),
+        "steps": steps,
+        "train_time_s": max(times) if times else None,
+        "rays_per_s": rays[len(rays) // 2] if rays else None,
+    }
+    for level in levels:
+        row[f"steps_to_{level:g}dB"] = first_reaching([(s, v) for s, _, v in val], level)
+        row[f"seconds_to_{level:g}dB"] = first_reaching([(t, v) for _, t, v in val], level)
+    return row
+
+
+def parse_overrides(overrides: str | list[str]) -> dict[str, str]:
+    """``{"key": "value"}`` of overrides (a list, or the space-joined string of a report row).
+
+    The ``+``/``++``/``~`` prefixes are dropped from keys: ``+sweeps=lr`` gives ``{"sweeps": "lr"}``.
+    """
+    items = overrides.split() if isinstance(overrides, str) else overrides
+    parsed = {}
+    for item in items:
+        key, _, value = str(item).partition("=")
+        parsed[key.lstrip("+~")] = value
+    return parsed
+
+
+def swept_keys(rows: list[dict]) -> list[str]:
+    """Override keys whose value differs between jobs (the swept parameters), in first-seen order.
+
+    A key set in some jobs only counts as swept; with a single job, every override key does.
+    """
+    values: dict[str, list] = {}
+    parsed = [parse_overrides(row["overrides"]) for row in rows]
+    for params in parsed:
+        for key in params:
+            values.setdefault(key, [])
+    for key in values:
+        values[key] = [p.get(key) for p in parsed]
+    return [k for k, v in values.items() if len(set(v)) > 1 or len(rows) == 1]
+
+
+def override_value(row: dict, key: str | None) -> str | None:
+    return parse_overrides(row["overrides"]).get(key) if key else None
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.2f}" if abs(v) < 1e4 else f"{v:.0f}"
+    return str(v)
+
+
+def write_tables(rows: list[dict], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    cols = list(rows[0].keys())
+    with open(out / "summary.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, cols)
+        writer.writeheader()
+        writer.writerows(rows)
+    # the markdown table shows only the swept overrides (all of them are in summary.csv)
+    keys = swept_keys(rows)
+    md_cols = ["job", "swept", *cols[2:]]
+    md_rows = [{**r, "swept": " ".join(f"{k}={override_value(r, k)}" for k in keys)} for r in rows]
+    lines = ["| " + " | ".join(md_cols) + " |", "|" + "---|" * len(md_cols)]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in md_cols) + " |" for r in md_rows]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def _sort_key(value: str | None):
+    try:
+        return (0, float(value))
+    except (TypeError, ValueError):
+        return (1, str(value))
+
+
+def job_label(row: dict, keys: list[str]) -> str:
+    """``key=value`` of the swept keys (their last dotted part), or the job name when nothing is swept."""
+    return " ".join(f"{k.rsplit('.', 1)[-1]}={override_value(row, k)}" for k in keys) or row["job"]
+
+
+def job_order(rows: list[dict], keys: list[str]) -> list[int]:
+    """Row indices sorted by the swept values (numerically where they are numbers), first key first."""
+    return sorted(range(len(rows)), key=lambda n: [_sort_key(override_value(rows[n], k)) for k in keys])
+
+
+def write_plots(sweep_dir: Path, rows: list[dict], out: Path) -> list[Path]:
+    """PSNR-vs-step, PSNR-vs-time (coloured by the swept values) and train-vs-val gap plots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = swept_keys(rows)
+    labels = [job_label(r, keys) for r in rows]
+    order = job_order(rows, keys)
+    cmap = matplotlib.colormaps["viridis"]
+    colours = {k: cmap(n / max(len(rows) - 1, 1)) for n, k in enumerate(order)}
+    written = []
+    for x_key, name in (("step", "psnr_vs_step.png"), ("time_s", "psnr_vs_time.png")):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for k in order:
+            recs = [r for r in read_jsonl(sweep_dir / rows[k]["job"] / "metrics.jsonl")
+                    if r.get("val_psnr") is not None and r.get(x_key) is not None]
+            ax.plot([r[x_key] for r in recs], [r["val_psnr"] for r in recs], "-o", ms=3, color=colours[k],
+                    label=labels[k])
+        ax.set_xlabel("step" if x_key == "step" else "training time [s]")
+        ax.set_ylabel("validation PSNR [dB]")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        written.append(out / name)
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * len(rows)), 4.5))
+    xs = list(range(len(order)))
+    nan = float("nan")
+    ax.plot(xs, [rows[k]["final_train_psnr"] if rows[k]["final_train_psnr"] is not None else nan for k in order],
+            "-o", label="train PSNR (last 3 logs)")
+    ax.plot(xs, [rows[k]["final_val_psnr"] if rows[k]["final_val_psnr"] is not None else nan for k in order],
+            "-s", label="val PSNR (last)")
+    ax.set_xticks(xs, [labels[k] for k in order], rotation=30 if len(rows) > 3 else 0, ha="right" if len(rows) > 3
+                  else "center", fontsize=7)
+    ax.set_xlabel(", ".join(keys) or "job")
+    ax.set_ylabel("PSNR [dB]")
+    ax.set_title("train-val gap")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "gap.png", dpi=120)
+    plt.close(fig)
+    written.append(out / "gap.png")
+    return written
+
+
+def log_to_wandb(sweep_dir: Path, rows: list[dict], plots: list[Path], project: str = "nerfexp",
+                 mode: str | None = None) -> str:
+    """Log the report table (``wandb.Table``) and plots to one W&B run; returns its id.
+
+    The run is of job type ``report`` in the sweep's group (the sweep dir's name, as the training jobs); its
+    files go to ``<sweep dir>/report/wandb``. ``mode`` null means ``$WANDB_MODE``, else offline, so this works
+    without network and ``wandb sync`` uploads it later.
+    """
+    import imageio.v3 as iio
+    import numpy as np
+    import wandb
+
+    from nerfexp.wandb_logger import resolve_mode
+
+    mode = resolve_mode(mode)
+    out = sweep_dir / "report"
+    cols = list(rows[0].keys())
+    run = wandb.init(project=project, group=sweep_dir.name, job_type="report", name=f"{sweep_dir.name}-report",
+                     dir=str(out), mode=mode, reinit="finish_previous",
+                     config={"sweep_dir": str(sweep_dir), "swept_keys": swept_keys(rows)},
+                     settings=wandb.Settings(silent=True, console="off"))
+    run.log({"report/summary": wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in rows]),
+             **{f"report/{p.stem}": wandb.Image(np.asarray(iio.imread(p))) for p in plots}})
+    run_id = run.id
+    run.finish()
+    if mode == "offline":
+        from nerfexp.wandb_offline import wait_until_complete
+
+        wait_until_complete(Path(run.settings.sync_file))
+    return run_id
+
+
+def make_report(sweep_dir: Path, levels: tuple[float, ...] = DEFAULT_LEVELS, wandb: bool = False) -> list[dict]:
+    """Write the report of ``sweep_dir`` into ``sweep_dir/report`` and return its rows (``wandb``: see
+    :func:`log_to_wandb`)."""
+    sweep_dir = Path(sweep_dir)
+    jobs = job_dirs(sweep_dir)
+    if not jobs:
+        raise FileNotFoundError(f"{sweep_dir}: no job folder with a metrics.jsonl; is it a multirun dir?")
+    rows = [summarize_job(j, levels) for j in jobs]
+    out = sweep_dir / "report"
+    write_tables(rows, out)
+    plots = write_plots(sweep_dir, rows, out)
+    if wandb:
+        log_to_wandb(sweep_dir, rows, plots)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--levels", type=float, nargs="*", default=list(DEFAULT_LEVELS),
+                        help="PSNR levels [dB] for the steps_to_*/seconds_to_* columns")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the table and plots to W&B (offline unless WANDB_MODE=online)")
+    args = parser.parse_args(argv)
+    try:
+        rows = make_report(args.sweep_dir, tuple(args.levels), wandb=args.wandb)
+    except FileNotFoundError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    print((args.sweep_dir / "report" / "summary.md").read_text())
+    print(f"{len(rows)} jobs; report in {args.sweep_dir / 'report'}")
+
+
+if __name__ == "__main__":
+    main()
