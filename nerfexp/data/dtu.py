@@ -1,4 +1,4 @@
-"""Loader for DTU scenes as NeuS / IDR preprocess them: ``cameras_sphere.npz`` + ``image/`` (or ``images/``) + ``mask/``.
+"""Loader for DTU scans as NeuS / IDR preprocess them: ``cameras_sphere.npz``, ``image/`` (or ``images/``), ``mask/``.
 
 Camera ``i`` has ``world_mat_i`` (the 3x4 or 4x4 projection ``K [R | t]`` in the capture's frame) and
 ``scale_mat_i`` (maps the unit sphere around the object to that frame). ``P = world_mat @ scale_mat`` projects points
