@@ -208,3 +208,38 @@ def test_dtu_npz_matrix_of_the_wrong_shape(copy):
     cams["world_mat_0"] = np.zeros((3, 3))
     np.savez(root / "cameras_sphere.npz", **cams)
     expect_error("dtu", root, "cameras_sphere.npz", "'world_mat_0'", "3x4 or 4x4")
+
+
+def _damaged_copies(data: bytes, rng: np.random.Generator) -> list[tuple[str, bytes]]:
+    """Truncations and garbled bytes of a file, as a disk or a download breaks them."""
+    cuts = [("empty", b""), ("header only", data[:8]), ("cut in half", data[: len(data) // 2]),
+            ("last quarter missing", data[: len(data) * 3 // 4])]
+    garbled = np.frombuffer(data, dtype=np.uint8).copy()
+    idx = rng.choice(np.arange(16, len(data)), size=max(len(data) // 10, 1), replace=False)
+    garbled[idx] = rng.integers(0, 256, size=len(idx), dtype=np.uint8)
+    return cuts + [("garbled", garbled.tobytes())]
+
+
+@pytest.mark.parametrize("kind, relative", [
+    ("blender", "train/r_1.png"), ("blender", "transforms_test.json"), ("llff", "poses_bounds.npy"),
+    ("llff", "images/image001.png"), ("dtu", "cameras_sphere.npz"), ("dtu", "mask/001.png"),
+])
+def test_fuzzed_files_fail_with_one_clear_error(copy, kind, relative):
+    root = copy(kind)
+    path = root / relative
+    if not path.exists():  # file naming differs between writers: take the first file of that folder
+        path = sorted(path.parent.iterdir())[1]
+    original = path.read_bytes()
+    rng = np.random.default_rng(0)
+    for what, damaged in _damaged_copies(original, rng):
+        path.write_bytes(damaged)
+        try:
+            load_everything(kind, root)
+        except DatasetError as exc:
+            assert path.name in str(exc), f"{what}: {exc}"
+            assert exc.__cause__ is None
+        else:
+            # garbling may hit bytes no decoder checks (pixel data of an uncompressed run): then it must load
+            assert what == "garbled", f"{what} copy of {relative} loaded without error"
+    path.write_bytes(original)
+    load_everything(kind, root)

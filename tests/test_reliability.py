@@ -141,3 +141,24 @@ def test_sigterm_saves_and_exits_cleanly(demo_cache, tmp_path):
                             out + err).group(1))
     assert load_checkpoint(latest_checkpoint(run_dir / "checkpoints"))["step"] == stopped
     assert not (run_dir / "summary.json").exists()
+
+
+def test_render_retries_with_smaller_chunks_when_out_of_memory(demo_cache, tmp_path):
+    from nerfexp.evaluate import render_image
+
+    trainer = Trainer(compose_train(quiet(demo_cache, "trainer.max_steps=1")), tmp_path)
+    real = trainer.pipeline.render_rays_chunked
+    chunks = []
+
+    def flaky(rays, background, chunk, **kw):
+        chunks.append(chunk)
+        if chunk > 300:
+            raise torch.OutOfMemoryError("simulated")
+        return real(rays, background, chunk, **kw)
+
+    trainer.pipeline.render_rays_chunked = flaky
+    split = trainer.val_split
+    out = render_image(trainer.pipeline, split, 0, torch.ones(3), 2048, trainer.device)
+    assert chunks == [2048, 1024, 512, 256]
+    reference = real(split.rays(0), torch.ones(3), 4096)["rgb"].reshape(out["rgb"].shape)
+    assert torch.allclose(out["rgb"], reference, atol=1e-5)

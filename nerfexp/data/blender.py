@@ -66,10 +66,10 @@ class BlenderDataset:
         """Load ``split`` ('train', 'val' or 'test')."""
         path = self.transforms_path(split)
         try:
-            meta = json.loads(path.read_text())
+            meta = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise DatasetError(f"{path}: file is missing") from None
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DatasetError(f"{path}: malformed JSON ({exc})") from None
         frames = meta.get("frames") if isinstance(meta, dict) else None
         if not frames or not isinstance(frames, list):
