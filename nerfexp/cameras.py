@@ -106,6 +106,23 @@ def focal_from_fov(width: int, camera_angle_x: float) -> float:
     return 0.5 * width / math.tan(0.5 * camera_angle_x)
 
 
+def sphere_near_far(rays: RayBundle, radius: float) -> RayBundle:
+    """Clip each ray's [near, far] to where it crosses the sphere of ``radius`` around the origin.
+
+    Rays that miss the sphere keep their near/far. ``t`` is in units of the (unnormalised) ray direction."""
+    o, d = rays.origins, rays.directions
+    a = (d * d).sum(-1, keepdim=True)
+    b = 2.0 * (o * d).sum(-1, keepdim=True)
+    c = (o * o).sum(-1, keepdim=True) - radius**2
+    disc = b * b - 4.0 * a * c
+    hit = disc > 0
+    root = torch.sqrt(disc.clamp(min=0.0))
+    t0, t1 = (-b - root) / (2.0 * a), (-b + root) / (2.0 * a)
+    near = torch.where(hit, torch.maximum(t0, rays.near), rays.near)
+    far = torch.where(hit & (t1 > near), torch.minimum(t1, rays.far), rays.far)
+    return RayBundle(o, d, rays.viewdirs, near, far)
+
+
 def ndc_rays(rays: RayBundle, focal: float, width: int, height: int, near_plane: float = 1.0) -> RayBundle:
     """Map rays of a forward-facing camera to normalised device coordinates (NeRF's LLFF setting).
 

@@ -54,3 +54,14 @@ def test_focal_from_fov_and_downscaled_intrinsics_keep_angles():
     intr = Intrinsics(f, f, 400.0, 400.0, 800, 800).scaled(8)
     assert intr.width == 100 and abs(intr.fx - f / 8) < 1e-9 and intr.cx == 50.0
     assert abs(2 * math.atan(0.5 * intr.width / intr.fx) - 0.6911112070083618) < 1e-9
+
+
+def test_sphere_near_far_clips_rays_to_the_sphere():
+    from nerfexp.cameras import RayBundle, sphere_near_far
+
+    o = torch.tensor([[0.0, 0.0, 3.0], [0.0, 5.0, 3.0], [0.0, 0.0, 0.5]])
+    d = torch.tensor([[0.0, 0.0, -2.0], [0.0, 0.0, -1.0], [0.0, 0.0, -1.0]])
+    rays = RayBundle(o, d, d / d.norm(dim=-1, keepdim=True), torch.full((3, 1), 0.1), torch.full((3, 1), 9.0))
+    out = sphere_near_far(rays, 1.0)
+    assert torch.allclose(out.near[:, 0], torch.tensor([1.0, 0.1, 0.1]))  # hit at z=1 (t=1 with |d|=2)
+    assert torch.allclose(out.far[:, 0], torch.tensor([2.0, 9.0, 1.5]))  # exit at z=-1; miss keeps far

@@ -13,7 +13,8 @@ Images: the i-th file (by name) of ``image/`` belongs to camera i, and so does t
 3-channel; its first channel is used as alpha with ``use_mask_as_alpha``, so colour is premultiplied by the mask and
 the background colour of the config fills the rest). Split: test = every ``test_every``-th view (0, 8, 16, ...),
 train = the rest, val = test. near/far: one pair for the dataset from the camera distances to the origin
-``d``: ``near = max(min d - 1, 0.05)``, ``far = max d + 1`` (every ray through the unit sphere fits in it).
+``d``: ``near = max(min d - 1, 0.05)``, ``far = max d + 1`` (every ray through the unit sphere fits in it); each ray
+then samples only the part inside the unit sphere (``SceneSplit.bounding_radius``).
 """
 from __future__ import annotations
 
@@ -190,7 +191,7 @@ class DTUDataset:
         colors, alphas = load_frames(paths, self.downscale, mask_paths=masks)
         c2w = torch.from_numpy(self.c2w[idx].astype(np.float32))
         return SceneSplit(torch.from_numpy(colors), torch.from_numpy(alphas), c2w, self.intrinsics, self.near,
-                          self.far, names=[p.name for p in paths])
+                          self.far, names=[p.name for p in paths], bounding_radius=self.bounding_radius)
 
     def render_path(self, n_frames: int = 120) -> torch.Tensor:
         """``(n_frames, 4, 4)`` c2w orbiting the origin at the cameras' mean distance and mean height, looking at it.

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from nerfexp.cameras import Intrinsics, RayBundle, ndc_rays, rays_from_pixels
+from nerfexp.cameras import Intrinsics, RayBundle, ndc_rays, rays_from_pixels, sphere_near_far
 
 BACKGROUNDS = ("white", "black", "random")
 
@@ -29,6 +29,7 @@ class SceneSplit:
     far: float
     names: list[str] = field(default_factory=list)
     ndc: bool = False  # forward-facing scenes: rays are mapped to NDC, t in [0, 1]
+    bounding_radius: float | None = None  # object inside this sphere: each ray samples only where it crosses it
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -47,6 +48,8 @@ class SceneSplit:
         rays = rays_from_pixels(self.c2w[image], k, i, j, self.near, self.far)
         if self.ndc:
             rays = ndc_rays(rays, self.intrinsics.fx, self.intrinsics.width, self.intrinsics.height)
+        elif self.bounding_radius is not None:
+            rays = sphere_near_far(rays, self.bounding_radius)
         return rays
 
     def rays(self, index: int) -> RayBundle:
@@ -63,7 +66,7 @@ class SceneSplit:
     def to(self, device: torch.device | str) -> "SceneSplit":
         """A copy with images, alphas and poses on ``device``."""
         return SceneSplit(self.images.to(device), self.alphas.to(device), self.c2w.to(device), self.intrinsics,
-                          self.near, self.far, list(self.names), self.ndc)
+                          self.near, self.far, list(self.names), self.ndc, self.bounding_radius)
 
     def composited(self, index: int, background: Tensor) -> Tensor:
         """Image ``index`` composited on ``background`` (3,): ``(H, W, 3)``."""
