@@ -8,7 +8,7 @@ from nerfexp.evaluate import evaluate_run
 
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    return run_or_exit(evaluate_run, cfg)["psnr"]
+    return run_or_exit(evaluate_run, cfg).get("psnr")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,10 @@ def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value that is not allowed."""
+    if "sweeps" in cfg:  # `+sweeps=<name>` became a plain value: the sweeps/ config group was not found
+        raise ConfigError(f"+sweeps={cfg.sweeps}: no study preset group on the config search path; it is added by "
+                          "hydra_plugins/nerfexp_searchpath (run from the repository or `pip install -e .`; "
+                          "check `python train.py --info searchpath`)")
     for key in ("sampler.n_samples", "trainer.batch_rays", "optim.lr", "optim.lr_final", "eval.chunk",
                 "dataset.downscale", "trainer.max_steps", "field.width", "field.depth", "trainer.log_every",
                 "trainer.nan_patience"):

@@ -5,6 +5,7 @@ import json
 import logging
 from pathlib import Path
 
+import imageio.v3 as iio
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -16,7 +17,7 @@ from nerfexp.data.scene import SceneSplit, eval_background
 from nerfexp.metrics import LPIPS, psnr, ssim
 from nerfexp.pipeline import NeRFPipeline, build_pipeline
 from nerfexp.seeding import resolve_device
-from nerfexp.visualize import colorize_depth, panel, save_png
+from nerfexp.visualize import colorize_depth, contact_sheet, error_map, panel, save_png
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def evaluate_split(pipeline: NeRFPipeline, split: SceneSplit, background_mode: s
     if not lpips.available:
         log.warning("LPIPS unavailable (%s); reported as null", lpips.reason)
     n = len(split) if max_views is None else min(max_views, len(split))
-    per_view = []
+    per_view, tiles = [], []
     for k in tqdm(range(n), desc=f"evaluate {out_dir.name}", leave=False):
         out = render_image(pipeline, split, k, background, chunk, device)
         gt = split.composited(k, background)
@@ -62,7 +63,8 @@ def evaluate_split(pipeline: NeRFPipeline, split: SceneSplit, background_mode: s
                          "lpips": lpips(out["rgb"], gt)})
         save_png(out_dir / "pred" / f"{name}.png", out["rgb"])
         depth = colorize_depth(out["depth"] / out["acc"].clamp(min=1e-6), out["acc"], split.near, split.far)
-        save_png(out_dir / "compare" / f"{name}.png", panel(gt, out["rgb"], depth))
+        save_png(out_dir / "compare" / f"{name}.png", panel(gt, out["rgb"], depth, error_map(out["rgb"], gt)))
+        tiles.append(out["rgb"])
 
     def mean(key: str) -> float | None:
         vals = [v[key] for v in per_view if v[key] is not None]
@@ -72,6 +74,9 @@ def evaluate_split(pipeline: NeRFPipeline, split: SceneSplit, background_mode: s
                "lpips_unavailable_reason": None if lpips.available else lpips.reason, "per_view": per_view}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if tiles:
+        labels = [f"{v['frame']} {v['psnr']:.2f} dB" for v in per_view]
+        iio.imwrite(out_dir / "contact_sheet.png", contact_sheet(tiles, labels, columns=min(5, len(tiles))))
     return metrics
 
 
@@ -83,9 +88,8 @@ def load_run_config(run_dir: Path) -> DictConfig:
     return OmegaConf.load(path)
 
 
-def evaluate_run(cfg: DictConfig) -> dict:
-    """Entry point of ``evaluate.py``: load ``cfg.run``'s config and last checkpoint, evaluate ``cfg.split``."""
-    keep_freed_memory()
+def restore_run(cfg: DictConfig) -> tuple[Path, DictConfig, NeRFPipeline, object, torch.device, dict]:
+    """Load ``cfg.run``'s config (with ``cfg.dataset`` overrides), dataset and checkpointed pipeline."""
     run_dir = Path(cfg.run).expanduser().resolve()
     run_cfg = load_run_config(run_dir)
     overrides = {k: v for k, v in OmegaConf.to_container(cfg.dataset).items() if v is not None}
@@ -95,12 +99,71 @@ def evaluate_run(cfg: DictConfig) -> dict:
         raise FileNotFoundError(f"run={run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
     device = resolve_device(cfg.device)
     pipeline = build_pipeline(run_cfg).to(device)
-    pipeline.load_state_dict(load_checkpoint(ckpt_path, device)["pipeline"])
-    dataset = instantiate(run_cfg.dataset)
+    checkpoint = load_checkpoint(ckpt_path, device)
+    pipeline.load_state_dict(checkpoint["pipeline"])
+    pipeline.eval()
+    log.info("%s: checkpoint %s (step %d)", run_dir, ckpt_path.name, checkpoint["step"])
+    return run_dir, run_cfg, pipeline, instantiate(run_cfg.dataset), device, checkpoint
+
+
+def run_logger(run_dir: Path, run_cfg: DictConfig, checkpoint: dict):
+    """The run's own logger, continuing its W&B run where it has one, so evaluation outputs land beside training."""
+    if not str(run_cfg.logger.get("_target_", "")).endswith("WandbLogger"):
+        return None
+    run_id = checkpoint.get("logger_run_id")
+    return instantiate(run_cfg.logger, run_dir=run_dir, run_config=OmegaConf.to_container(run_cfg),
+                       **({"run_id": run_id} if run_id else {}), _recursive_=False)
+
+
+def evaluate_run(cfg: DictConfig) -> dict:
+    """Entry point of ``evaluate.py``: metrics, images, video and mesh of a run, or a comparison of runs."""
+    keep_freed_memory()
+    if cfg.compare:
+        from nerfexp.compare import compare_runs
+
+        out_dir = Path(cfg.run).expanduser() / cfg.out_subdir / "compare" if cfg.run else Path("outputs/compare")
+        return compare_runs([Path(p) for p in cfg.compare], out_dir)
+    if not cfg.run:
+        raise FileNotFoundError("give run=<training run dir> (or compare=[<dir>,<dir>])")
+    run_dir, run_cfg, pipeline, dataset, device, checkpoint = restore_run(cfg)
+    out_dir = run_dir / cfg.out_subdir
+    logger = run_logger(run_dir, run_cfg, checkpoint)
+    result: dict = {}
     split = dataset.load(cfg.split)
-    out_dir = run_dir / (cfg.out_subdir or "eval")
-    metrics = evaluate_split(pipeline, split, run_cfg.dataset.background, out_dir, cfg.chunk, device,
-                             cfg.max_views)
-    log.info("%s: %s split, %d views: PSNR %.2f dB, SSIM %.4f, LPIPS %s (checkpoint %s)", run_dir, cfg.split,
-             metrics["n_views"], metrics["psnr"], metrics["ssim"], metrics["lpips"], ckpt_path.name)
-    return metrics
+    if cfg.metrics:
+        metrics = evaluate_split(pipeline, split, run_cfg.dataset.background, out_dir, cfg.chunk, device,
+                                 cfg.max_views)
+        log.info("%s split, %d views: PSNR %.2f dB, SSIM %.4f, LPIPS %s", cfg.split, metrics["n_views"],
+                 metrics["psnr"], metrics["ssim"], metrics["lpips"])
+        result.update(metrics)
+        if logger is not None:
+            logger.log({f"eval/{k}": metrics[k] for k in ("psnr", "ssim") if metrics[k] is not None}, checkpoint["step"])
+            logger.log_table("eval/per_view", ["frame", "psnr", "ssim", "lpips"],
+                             [[v["frame"], v["psnr"], v["ssim"], v["lpips"]] for v in metrics["per_view"]])
+            logger.log_image("eval/contact_sheet", iio.imread(out_dir / "contact_sheet.png") / 255.0,
+                             checkpoint["step"])
+    if cfg.video:
+        from nerfexp.video import render_path_frames, write_video
+
+        if not hasattr(dataset, "render_path"):
+            raise FileNotFoundError(f"dataset {type(dataset).__name__} has no render path for video=true")
+        poses = dataset.render_path(cfg.video_frames)
+        frames = render_path_frames(pipeline, split, poses, eval_background(run_cfg.dataset.background), cfg.chunk,
+                                    device, cfg.video_scale)
+        paths = write_video(frames, out_dir / "video", fps=cfg.video_fps)
+        result["video"] = [str(p) for p in paths]
+        log.info("video: %s (%d frames)", paths[0], len(frames))
+        if logger is not None:
+            logger.log_video("eval/render_path", paths[0], cfg.video_fps)
+    if cfg.mesh:
+        from nerfexp.mesh import extract_mesh, mesh_bounds
+
+        to_world = getattr(dataset, "to_world", None)
+        result["mesh"] = extract_mesh(pipeline, out_dir / "mesh.ply", mesh_bounds(dataset), cfg.mesh_resolution,
+                                      cfg.mesh_threshold, device, to_world)
+        log.info("mesh: %s (%d vertices)", result["mesh"]["path"], result["mesh"]["n_vertices"])
+        if logger is not None:
+            logger.log_mesh("eval/mesh", out_dir / "mesh.ply")
+    if logger is not None:
+        logger.finish()
+    return result

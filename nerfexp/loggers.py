@@ -45,6 +45,12 @@ class NoLogger:
     def log_table(self, name: str, columns: list[str], rows: list[list]) -> None:
         pass
 
+    def log_video(self, name: str, path: Path, fps: int) -> None:
+        pass
+
+    def log_mesh(self, name: str, path: Path) -> None:
+        pass
+
     def finish(self) -> None:
         pass
 

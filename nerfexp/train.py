@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import torch
 from hydra.utils import instantiate
@@ -25,6 +26,7 @@ from nerfexp.evaluate import evaluate_split, render_image
 from nerfexp.loggers import MetricsFile
 from nerfexp.metrics import mse_to_psnr, psnr
 from nerfexp.pipeline import NeRFPipeline, build_pipeline
+from nerfexp.plots import center_ray, plot_ray_samples
 from nerfexp.provenance import provenance
 from nerfexp.seeding import resolve_device, seed_everything
 from nerfexp.visualize import colorize_depth, panel, save_png
@@ -162,6 +164,12 @@ class Trainer:
                 image = panel(gt, out["rgb"], depth)
                 save_png(self.run_dir / "val" / f"step_{self.step:08d}.png", image)
                 self.logger.log_image("val/panel", image, self.step)
+                if self.cfg.trainer.get("plot_rays", False):
+                    ray_png = plot_ray_samples(self.pipeline, center_ray(split, 0).to(self.device),
+                                               self.run_dir / "val" / f"rays_step_{self.step:08d}.png",
+                                               bg.to(self.device), title=f"step {self.step}: centre ray of "
+                                               f"{split.names[0]}")
+                    self.logger.log_image("val/ray_samples", iio.imread(ray_png)[..., :3] / 255.0, self.step)
         return float(np.mean(scores))
 
     def state_dict(self) -> dict:

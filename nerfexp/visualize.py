@@ -31,6 +31,32 @@ def colorize_depth(depth: Tensor, acc: Tensor | None = None, near: float | None 
     return colors
 
 
+def error_map(pred: Tensor, target: Tensor, vmax: float = 0.25) -> Tensor:
+    """``(H, W, 3)`` heat map (inferno) of the per-pixel mean absolute error, saturating at ``vmax``."""
+    import matplotlib
+
+    err = (pred.detach().float().cpu() - target.float().cpu()).abs().mean(-1)
+    x = (err / vmax).clamp(0, 1).numpy()
+    return torch.from_numpy(matplotlib.colormaps["inferno"](x)[..., :3]).float()
+
+
+def contact_sheet(tiles: list[Tensor], labels: list[str], columns: int = 5) -> np.ndarray:
+    """A grid of ``(H, W, 3)`` images with a label written on each tile (uint8 ``(rows*H, columns*W, 3)``)."""
+    from PIL import Image, ImageDraw
+
+    h, w = tiles[0].shape[:2]
+    rows = -(-len(tiles) // columns)
+    sheet = Image.new("RGB", (columns * w, rows * h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (tile, label) in enumerate(zip(tiles, labels)):
+        x, y = (k % columns) * w, (k // columns) * h
+        sheet.paste(Image.fromarray(to_uint8(tile)), (x, y))
+        box = draw.textbbox((x + 2, y + 2), label)
+        draw.rectangle(box, fill="black")
+        draw.text((x + 2, y + 2), label, fill="white")
+    return np.asarray(sheet)
+
+
 def save_png(path: Path, image: Tensor | np.ndarray) -> None:
     """Write an ``(H, W, 3)`` float image in [0, 1] as 8-bit PNG, creating folders as needed."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,30 @@ def run_identity(run_dir: Path, job: dict | None, name: str | None, group: str |
     return name, group, all_tags
 
 
+def ply_to_obj(ply_path: Path, obj_path: Path) -> Path:
+    """Write the triangle mesh of a PLY file as Wavefront OBJ (``v x y z [r g b]`` with colours in [0, 1], 1-based
+    ``f``); returns ``obj_path``."""
+    from plyfile import PlyData
+
+    ply = PlyData.read(str(ply_path))
+    v = ply["vertex"].data
+    xyz = np.stack([v["x"], v["y"], v["z"]], axis=-1).astype(np.float64)
+    names = v.dtype.names or ()
+    if all(c in names for c in ("red", "green", "blue")):
+        rgb = np.stack([v["red"], v["green"], v["blue"]], axis=-1).astype(np.float64) / 255.0
+        vertices = np.concatenate([xyz, rgb], axis=-1)
+        vfmt = "v %.6f %.6f %.6f %.4f %.4f %.4f"
+    else:
+        vertices, vfmt = xyz, "v %.6f %.6f %.6f"
+    faces = np.stack(list(ply["face"].data["vertex_indices"])) if len(ply["face"].data) else np.zeros((0, 3), int)
+    obj_path = Path(obj_path)
+    with open(obj_path, "w", encoding="utf-8") as fh:
+        fh.write(f"# {len(vertices)} vertices, {len(faces)} faces, from {Path(ply_path).name}\n")
+        np.savetxt(fh, vertices, fmt=vfmt)
+        np.savetxt(fh, faces + 1, fmt="f %d %d %d")
+    return obj_path
+
+
 class WandbLogger(NoLogger):
     """Scalars, images and tables to W&B; one W&B run per training run, grouped by multirun sweep.
 
@@ -120,6 +144,18 @@ class WandbLogger(NoLogger):
         step = self.step if step is None else max(self.step, step)
         self.step = step
         self.run.log({name: self.wandb.Image(np.asarray(iio.imread(path)))}, step=step)
+
+    def log_video(self, name: str, path: Path, fps: int) -> None:
+        """An mp4/gif/webm file at the last logged step (its own frame rate is kept; ``fps`` is for arrays only)."""
+        self.run.log({name: self.wandb.Video(str(path))}, step=self.step)
+
+    def log_mesh(self, name: str, path: Path) -> None:
+        """A mesh at the last logged step, as a ``wandb.Object3D``. W&B shows OBJ/GLB/STL but not PLY: a PLY is
+        written out beside itself as ``<stem>.obj`` (with its vertex colours) and that file is logged."""
+        path = Path(path)
+        if path.suffix.lower() == ".ply":
+            path = ply_to_obj(path, path.with_suffix(".obj"))
+        self.run.log({name: self.wandb.Object3D(str(path))}, step=self.step)
 
     def finish(self) -> None:
         """Close the run; offline, also wait until its ``.wandb`` file is flushed. Safe to call twice."""

@@ -3,9 +3,8 @@
 
 The file is a LevelDB-style log (https://github.com/google/leveldb/blob/main/doc/log_format.md) of protobuf
 ``wandb.proto.wandb_internal_pb2.Record`` messages, after a 7-byte header (``:W&B``, magic ``0xBEE1``, version 0).
-wandb up to 0.19 shipped a Python reader (``wandb.sdk.internal.datastore``); later versions (0.31 here) write the
-file from the Go core and no longer ship one, so this module reads the log itself and uses only wandb's protobuf
-schema.
+Older wandb releases shipped a Python reader (``wandb.sdk.internal.datastore``); wandb 0.31 writes the file from its
+Go core and ships none, so this module reads the log itself and takes only the protobuf schema from wandb.
 
     python -m nerfexp.wandb_offline <run dir>      # prints the run's id, group, tags and history rows
 """
@@ -75,7 +74,7 @@ def iter_chunks(path: Path) -> Iterator[bytes]:
             raise OfflineRunError(f"{path}: unexpected record type {kind} at byte {at}")
 
 
-def iter_records(path: Path):
+def iter_records(path: Path) -> Iterator:
     """The ``wandb_internal_pb2.Record`` messages of a ``.wandb`` file."""
     from wandb.proto import wandb_internal_pb2
 
@@ -102,14 +101,27 @@ def offline_run_dirs(run_dir: Path) -> list[Path]:
 
 def wandb_file(run_dir: Path) -> Path:
     """The ``.wandb`` file of the latest offline run under ``run_dir`` (see :func:`offline_run_dirs`)."""
+    return wandb_files(run_dir)[-1]
+
+
+def wandb_files(run_dir: Path) -> list[Path]:
+    """The ``.wandb`` files of the latest offline run under ``run_dir``, oldest first.
+
+    A resumed run (``logger.run_id``) writes a new ``offline-run-<time>-<id>`` folder with the same id; all folders of
+    the latest folder's id belong to the run. Given an ``offline-run-*`` folder, just its own file.
+    """
     runs = offline_run_dirs(run_dir)
     if not runs:
         raise OfflineRunError(f"{run_dir}: no wandb/offline-run-* folder (was the run logged with logger=wandb "
                               "and WANDB_MODE=offline?)")
-    files = sorted(runs[-1].glob("*.wandb"))
-    if not files:
-        raise OfflineRunError(f"{runs[-1]}: no .wandb file in the offline run folder")
-    return files[0]
+    run_id = runs[-1].name.rsplit("-", 1)[-1]
+    files = []
+    for folder in (p for p in runs if p.name.rsplit("-", 1)[-1] == run_id):
+        found = sorted(folder.glob("*.wandb"))
+        if not found:
+            raise OfflineRunError(f"{folder}: no .wandb file in the offline run folder")
+        files.append(found[0])
+    return files
 
 
 def is_complete(path: Path) -> bool:
@@ -162,7 +174,8 @@ def _apply_updates(target: dict, updates) -> None:
 @dataclass
 class OfflineRun:
     """What an offline run recorded. ``history`` rows carry wandb's ``_step``, ``_runtime`` and ``_timestamp``;
-    media (images, tables) appear as their JSON descriptors (``{"_type": "image-file", "path": ...}``)."""
+    media (images, tables) appear as their JSON descriptors (``{"_type": "image-file", "path": ...}``). ``path`` is
+    the ``.wandb`` file of the run's latest part."""
 
     path: Path
     run_id: str = ""
@@ -179,34 +192,44 @@ class OfflineRun:
 
 
 def read_run(run_dir: Path) -> OfflineRun:
-    """Read the latest offline W&B run under ``run_dir`` (a training run dir, its ``wandb/`` or the run folder)."""
-    path = wandb_file(run_dir)
-    run = OfflineRun(path=path)
-    for record in iter_records(path):
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            r = record.run
-            run.run_id, run.project, run.entity = r.run_id, r.project, r.entity
-            run.name, run.group, run.job_type, run.tags = r.display_name, r.run_group, r.job_type, list(r.tags)
-            _apply_updates(run.config, r.config.update)
-        elif kind == "config":
-            _apply_updates(run.config, record.config.update)
-        elif kind == "history":
-            row: dict = {}
-            _apply_updates(row, record.history.item)
-            row.setdefault("_step", record.history.step.num)
-            run.history.append(row)
-        elif kind == "summary":
-            _apply_updates(run.summary, record.summary.update)
-        elif kind == "exit":
-            run.exit_code = record.exit.exit_code
+    """Read the latest offline W&B run under ``run_dir`` (a training run dir, its ``wandb/`` or the run folder).
+
+    The parts of a resumed run are read in order. A later part may log steps the run already has (a training
+    resumed from an earlier checkpoint, or ``evaluate.py`` logging at the checkpoint's step): such a row is merged
+    into the row of that step, its values winning, so nothing logged is lost. (W&B's server may instead drop rows a
+    resumed run logs at or before its last step.)
+    """
+    files = wandb_files(run_dir)
+    run = OfflineRun(path=files[-1])
+    rows: dict[int, dict] = {}
+    for path in files:
+        for record in iter_records(path):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                r = record.run
+                run.run_id, run.project, run.entity = r.run_id, r.project, r.entity
+                run.name, run.group, run.job_type, run.tags = r.display_name, r.run_group, r.job_type, list(r.tags)
+                _apply_updates(run.config, r.config.update)
+            elif kind == "config":
+                _apply_updates(run.config, record.config.update)
+            elif kind == "history":
+                row: dict = {}
+                _apply_updates(row, record.history.item)
+                row.setdefault("_step", record.history.step.num)
+                rows.setdefault(row["_step"], {}).update(row)
+            elif kind == "summary":
+                _apply_updates(run.summary, record.summary.update)
+            elif kind == "exit":
+                run.exit_code = record.exit.exit_code
+    run.history = [rows[step] for step in sorted(rows)]
     run.config.pop("_wandb", None)
     run.summary.pop("_wandb", None)
     return run
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    """The history rows (one dict per committed step, in order) of the latest offline W&B run under ``run_dir``."""
+    """The history rows (one dict per committed step, in order) of the latest offline W&B run under ``run_dir``
+    (all its parts when it was resumed; see :func:`read_run`)."""
     return read_run(run_dir).history
 
 

@@ -57,7 +57,7 @@ def test_evaluate_writes_metrics_predictions_and_panels(trained_run):
     pred = iio.imread(out / "pred" / "r_0.png")
     assert pred.shape == (32, 32, 3)
     panel = iio.imread(out / "compare" / "r_1.png")
-    assert panel.shape == (32, 3 * 32 + 2 * 2, 3)
+    assert panel.shape == (32, 4 * 32 + 3 * 2, 3)  # gt | pred | depth | error
 
 
 def test_evaluate_accepts_dataset_overrides(trained_run):
@@ -73,3 +73,32 @@ def test_evaluate_names_a_bad_run_dir(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode != 0
     assert "config.yaml" in proc.stderr and str(tmp_path) in proc.stderr
+
+
+def test_evaluate_writes_error_panels_contact_sheet_video_and_mesh(trained_run):
+    run_dir, _ = trained_run
+    run(["evaluate.py", f"run={run_dir}", "out_subdir=eval_outputs", "video=true", "video_frames=5",
+         "video_scale=0.5", "mesh=true", "mesh_resolution=24", "mesh_threshold=auto"])
+    out = run_dir / "eval_outputs"
+    panel = iio.imread(out / "compare" / "r_0.png")
+    assert panel.shape == (32, 4 * 32 + 3 * 2, 3)  # gt | pred | depth | error
+    sheet = iio.imread(out / "contact_sheet.png")
+    assert sheet.shape == (32, 2 * 32, 3)
+    frames = iio.imread(out / "video" / "render_path.gif")
+    assert frames.shape == (5, 16, 2 * 16 + 2, 3)  # colour | depth at half resolution
+    import imageio.v2 as iio2
+
+    with iio2.get_reader(out / "video" / "render_path.mp4") as reader:
+        assert reader.count_frames() == 5
+    ply = (out / "mesh.ply").read_bytes()
+    assert ply.startswith(b"ply") and b"element vertex" in ply
+
+
+def test_compare_runs_writes_table_and_plot(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    run(["evaluate.py", f"compare=[{run_dir},{run_dir}]", f"hydra.run.dir={tmp_path}/h", f"run={run_dir}",
+         "out_subdir=cmp"])
+    out = run_dir / "cmp" / "compare"
+    table = (out / "summary.csv").read_text().splitlines()
+    assert len(table) == 3 and "test_psnr" in table[0]
+    assert (out / "convergence.png").stat().st_size > 5000

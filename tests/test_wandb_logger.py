@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -11,8 +12,8 @@ from omegaconf import OmegaConf
 from conftest import compose_train
 
 from nerfexp.wandb_logger import WandbLogger, resolve_mode, run_identity
-from nerfexp.wandb_offline import (OfflineRunError, iter_chunks, read_history, read_run, wait_until_complete,
-                                   wandb_file)
+from nerfexp.wandb_offline import (OfflineRunError, iter_chunks, offline_run_dirs, read_history, read_run,
+                                   wait_until_complete, wandb_file)
 
 JOB = {"sweep_dir": "/tmp/multirun/2026-11-23/10-00-00", "overrides": ["sampler.n_samples=16", "optim.lr=1e-3"],
        "num": 1}
@@ -125,3 +126,53 @@ def test_config_made_by_hydra_reaches_wandb_as_nested_values(tmp_path):
     run = read_run(tmp_path)
     assert run.config["sampler"]["n_samples"] == 16 and run.config["trainer"]["batch_rays"] == 1024
     assert run.project == "nerfexp" and run.group == "10-00-00"
+
+
+def test_a_resumed_run_is_read_back_whole(tmp_path):
+    """Resuming (``run_id``) offline writes a second offline-run folder with the same id; both parts are one run."""
+    first = WandbLogger(tmp_path)
+    for step in (10, 20, 30):
+        first.log({"loss": 1.0 / step}, step)
+    first.finish()
+    other = WandbLogger(tmp_path / "elsewhere")  # a different run in a nested dir is not mixed in
+    other.finish()
+    start = int(time.time())
+    while int(time.time()) == start:  # offline-run folders are named to the second
+        time.sleep(0.05)
+    resumed = WandbLogger(tmp_path, run_id=first.run_id)
+    for step in (20, 30, 40):  # resumed from the step-20 checkpoint: 20 and 30 are logged again
+        resumed.log({"loss": 2.0 / step}, step)
+        if step == 30:
+            resumed.log({"test_psnr": 21.0}, step)
+    resumed.finish()
+    run = read_run(tmp_path)
+    assert run.run_id == first.run_id and len(offline_run_dirs(tmp_path)) == 2
+    # rows of the same step are merged, the later values winning
+    assert [(r["_step"], r["loss"]) for r in run.history] == [(10, 0.1), (20, 0.1), (30, 2.0 / 30), (40, 0.05)]
+    assert run.history[2]["test_psnr"] == 21.0
+
+
+def test_videos_and_meshes_reach_wandb_as_media(tmp_path):
+    """evaluate.py logs the render-path video and the extracted mesh (PLY, which W&B cannot show: sent as OBJ)."""
+    import imageio.v3 as iio
+    from plyfile import PlyData, PlyElement
+
+    frames = np.zeros((4, 16, 16, 3), dtype=np.uint8)
+    frames[:, 4:12, 4:12] = 200
+    iio.imwrite(tmp_path / "video.gif", frames, loop=0)
+    v = np.array([(0, 0, 0, 255, 0, 0), (1, 0, 0, 0, 255, 0), (0, 1, 0, 0, 0, 255)],
+                 dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    f = np.array([([0, 1, 2],)], dtype=[("vertex_indices", "i4", (3,))])
+    PlyData([PlyElement.describe(v, "vertex"), PlyElement.describe(f, "face")]).write(str(tmp_path / "mesh.ply"))
+    logger = WandbLogger(tmp_path / "run")
+    logger.log({"test_psnr": 20.0}, 100)
+    logger.log_video("eval/render_path", tmp_path / "video.gif", fps=10)
+    logger.log_mesh("eval/mesh", tmp_path / "mesh.ply")
+    logger.finish()
+    obj = (tmp_path / "mesh.obj").read_text().splitlines()
+    assert obj[1:] == ["v 0.000000 0.000000 0.000000 1.0000 0.0000 0.0000", "v 1.000000 0.000000 0.000000 0.0000 "
+                       "1.0000 0.0000", "v 0.000000 1.000000 0.000000 0.0000 0.0000 1.0000", "f 1 2 3"]
+    last = read_history(tmp_path / "run")[-1]
+    assert last["_step"] == 100 and last["test_psnr"] == 20.0
+    assert last["eval/render_path"]["_type"] == "video-file"
+    assert last["eval/mesh"]["_type"] == "object3D-file"

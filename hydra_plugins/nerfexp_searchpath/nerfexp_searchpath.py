@@ -18,13 +18,19 @@ CONF = REPO / "conf"
 SWEEPS = REPO / "sweeps"
 
 
-def _is_nerfexp_conf(path: str | None) -> bool:
-    if not path or not path.startswith("file://"):
-        return False
+def _local_path(path: str | None) -> Path | None:
+    """The folder of a search-path entry: ``file://<dir>`` or a bare ``<dir>`` (how ``@hydra.main`` passes its
+    ``config_path``); None for ``pkg://``, ``structured://`` and the like."""
+    if not path:
+        return None
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    elif "://" in path:
+        return None
     try:
-        return Path(path[len("file://"):]).resolve() == CONF.resolve()
+        return Path(path).resolve()
     except OSError:
-        return False
+        return None
 
 
 class NerfexpSearchPathPlugin(SearchPathPlugin):
@@ -33,6 +39,6 @@ class NerfexpSearchPathPlugin(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         if not SWEEPS.is_dir():
             return  # installed without the repository's sweeps/ folder
-        paths = [element.path for element in search_path.get_path()]
-        if any(_is_nerfexp_conf(p) for p in paths) and f"file://{REPO}" not in paths:
+        folders = [_local_path(element.path) for element in search_path.get_path()]
+        if CONF.resolve() in folders and REPO.resolve() not in folders:
             search_path.append(provider="nerfexp-sweeps", path=f"file://{REPO}")

@@ -46,8 +46,11 @@ class BlenderDataset:
     """NeRF-synthetic scenes. ``downscale`` is an integer area-averaging factor (``half_res`` = 2)."""
 
     def __init__(self, root: str | Path, downscale: int = 1, background: str = "white", near: float = 2.0,
-                 far: float = 6.0, testskip: int = 1, half_res: bool = False):
+                 far: float = 6.0, testskip: int = 1, half_res: bool = False, n_views: int | None = None):
         self.root = Path(root).expanduser()
+        if n_views is not None and int(n_views) < 1:
+            raise ValueError(f"dataset.n_views={n_views!r} must be a positive integer or null")
+        self.n_views = None if n_views is None else int(n_views)
         self.downscale = int(downscale) * (2 if half_res else 1)
         if background not in BACKGROUNDS:
             raise ValueError(f"dataset.background={background!r} is not one of {BACKGROUNDS}")
@@ -62,8 +65,8 @@ class BlenderDataset:
     def transforms_path(self, split: str) -> Path:
         return self.root / f"transforms_{split}.json"
 
-    def load(self, split: str) -> SceneSplit:
-        """Load ``split`` ('train', 'val' or 'test')."""
+    def read_transforms(self, split: str) -> tuple[Path, dict, list[dict]]:
+        """The checked ``transforms_<split>.json``: its path, the whole JSON and its frames."""
         path = self.transforms_path(split)
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
@@ -80,8 +83,17 @@ class BlenderDataset:
                 raise DatasetError(f"{path}: frames[{bad}] has no '{key}'")
         if "fl_x" not in meta and "camera_angle_x" not in meta:
             raise DatasetError(f"{path}: neither 'camera_angle_x' nor 'fl_x' is given")
+        return path, meta, frames
+
+    def load(self, split: str) -> SceneSplit:
+        """Load ``split`` ('train', 'val' or 'test')."""
+        path, meta, frames = self.read_transforms(split)
         skip = self.testskip if split != "train" else 1
         frames = frames[::max(skip, 1)]
+        if split == "train" and self.n_views is not None and self.n_views < len(frames):
+            # evenly spaced over the capture, so fewer views still surround the object
+            keep = np.round(np.linspace(0, len(frames) - 1, self.n_views)).astype(int)
+            frames = [frames[k] for k in keep]
         paths = []
         for frame in frames:
             p = (self.root / frame["file_path"]).resolve()
@@ -105,3 +117,14 @@ class BlenderDataset:
         intr = Intrinsics(fx, fy, cx, cy, full_w, full_h).scaled(self.downscale)
         return SceneSplit(torch.from_numpy(colors), torch.from_numpy(alphas), torch.from_numpy(c2w_np), intr,
                           self.near, self.far, names=[Path(f["file_path"]).name for f in frames])
+
+    def render_path(self, n_frames: int = 120) -> torch.Tensor:
+        """``(n_frames, 4, 4)`` c2w orbiting the origin at the test cameras' mean distance and height (+z up)."""
+        from nerfexp.data.render_paths import orbit_path
+
+        _, _, frames = self.read_transforms("test")
+        pos = np.array([f["transform_matrix"] for f in frames], dtype=np.float64)[:, :3, 3]
+        height = float(pos[:, 2].mean())
+        radius = float(np.linalg.norm(pos[:, :2], axis=-1).mean())
+        poses = orbit_path(np.zeros(3), np.array([0.0, 0.0, 1.0]), radius, height, n_frames, start=pos[0])
+        return torch.from_numpy(poses.astype(np.float32))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nerfexp.data.blender import BlenderDataset
-from nerfexp.data.demo import DemoSceneSpec, ensure_demo_scene
+from nerfexp.data.demo import SCENE_RADIUS, DemoSceneSpec, ensure_demo_scene
 
 
 def default_cache_dir() -> Path:
@@ -22,9 +22,11 @@ class DemoDataset(BlenderDataset):
 
     def __init__(self, cache_dir: str | Path | None = None, n_train: int = 40, n_val: int = 4, n_test: int = 8,
                  resolution: int = 64, scene_seed: int = 0, downscale: int = 1, background: str = "white",
-                 near: float = 2.0, far: float = 6.0, testskip: int = 1, root: str | None = None):
+                 near: float = 2.0, far: float = 6.0, testskip: int = 1, root: str | None = None,
+                 n_views: int | None = None):
         spec = DemoSceneSpec(n_train=n_train, n_val=n_val, n_test=n_test, resolution=resolution, seed=scene_seed)
         cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         scene_root = Path(root).expanduser() if root else ensure_demo_scene(cache / "demo", spec)
+        self.scene_radius = SCENE_RADIUS + 0.1  # every object lies inside: the bounds of mesh extraction
         super().__init__(scene_root, downscale=downscale, background=background, near=near, far=far,
-                         testskip=testskip)
+                         testskip=testskip, n_views=n_views)

@@ -139,6 +139,7 @@ class DTUDataset:
 
         camera_file = self.root / cameras
         projections, self.scale_mats = read_cameras(camera_file)
+        self.to_world = self.scale_mats[0]  # normalised unit-sphere frame -> world (DTU's) coordinates
         n = len(projections)
         image_dir = next((self.root / d for d in ("image", "images") if (self.root / d).is_dir()), None)
         if image_dir is None:

@@ -59,6 +59,15 @@ class SceneSplit:
         image = torch.full((self.height * self.width,), index, dtype=torch.long, device=self.c2w.device)
         return self.pixel_rays(image, ii.reshape(-1), jj.reshape(-1))
 
+    def with_poses(self, c2w: Tensor, scale: float = 1.0) -> "SceneSplit":
+        """The same camera model (near/far, NDC, bounds) at new poses ``(N, 4, 4)``, images ``scale`` times as
+        large, without pixels: for rendering paths."""
+        n = c2w.shape[0]
+        intr = self.intrinsics.scaled(1.0 / scale) if scale != 1.0 else self.intrinsics
+        blank = torch.zeros(1, 1, 1, 1).expand(n, intr.height, intr.width, 3)
+        return SceneSplit(blank, blank[..., :1], c2w.float().to(self.c2w.device), intr, self.near,
+                          self.far, [f"{k:04d}" for k in range(n)], self.ndc, self.bounding_radius)
+
     def pixel_colors(self, image: Tensor, i: Tensor, j: Tensor, background: Tensor) -> Tensor:
         """Target colours ``(B, 3)`` of pixels ``(image, i, j)`` composited on ``background`` ``(3,)`` or ``(B, 3)``."""
         return self.images[image, j, i] + (1.0 - self.alphas[image, j, i]) * background

@@ -1,0 +1,40 @@
+"""Videos along a dataset's render path (orbit for blender/demo/dtu, spiral for llff): colour | depth, MP4 + GIF."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v2 as iio2
+import imageio.v3 as iio
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from nerfexp.data.scene import SceneSplit
+from nerfexp.pipeline import NeRFPipeline
+from nerfexp.visualize import colorize_depth, panel, to_uint8
+
+
+def render_path_frames(pipeline: NeRFPipeline, template: SceneSplit, poses: torch.Tensor, background: torch.Tensor,
+                       chunk: int, device: torch.device, scale: float = 1.0) -> list[np.ndarray]:
+    """Render ``poses`` ``(N, 4, 4)`` with ``template``'s camera model; frames are uint8 colour | depth panels."""
+    from nerfexp.evaluate import render_image
+
+    path = template.with_poses(poses, scale)
+    frames = []
+    for k in tqdm(range(len(path)), desc="video", leave=False):
+        out = render_image(pipeline, path, k, background, chunk, device)
+        depth = colorize_depth(out["depth"] / out["acc"].clamp(min=1e-6), out["acc"], path.near, path.far)
+        frames.append(to_uint8(panel(out["rgb"], depth)))
+    return frames
+
+
+def write_video(frames: list[np.ndarray], out_dir: Path, name: str = "render_path", fps: int = 24) -> list[Path]:
+    """Write ``frames`` as ``<name>.mp4`` (H.264 through imageio's ffmpeg) and ``<name>.gif``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mp4, gif = out_dir / f"{name}.mp4", out_dir / f"{name}.gif"
+    # H.264 wants even sizes: pad by one pixel where needed rather than resample
+    h, w = frames[0].shape[:2]
+    padded = [np.pad(f, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") for f in frames]
+    iio2.mimwrite(mp4, padded, fps=fps, macro_block_size=1, quality=8)
+    iio.imwrite(gif, np.stack(frames), duration=1000.0 / fps, loop=0)
+    return [mp4, gif]
