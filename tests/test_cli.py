@@ -40,7 +40,9 @@ def test_train_writes_a_reproducible_run_dir(trained_run):
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")) == ["step_00000030.pt", "step_00000060.pt"]
     assert (run_dir / "val" / "step_00000060.png").is_file()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["steps"] == 60 and summary["test_psnr"] > 10
+    eval_metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert summary["steps"] == 60 and summary["test_psnr"] == pytest.approx(eval_metrics["psnr"])
+    assert f"test PSNR: {summary['test_psnr']:.2f} dB" in proc.stdout
 
 
 def test_evaluate_writes_metrics_predictions_and_panels(trained_run):
