@@ -17,7 +17,7 @@ from nerfexp.data.scene import SceneSplit, eval_background
 from nerfexp.metrics import LPIPS, psnr, ssim
 from nerfexp.pipeline import NeRFPipeline, build_pipeline
 from nerfexp.seeding import resolve_device
-from nerfexp.visualize import colorize_depth, contact_sheet, error_map, panel, save_png
+from nerfexp.visualize import contact_sheet, depth_image, error_map, panel, save_png
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def evaluate_split(pipeline: NeRFPipeline, split: SceneSplit, background_mode: s
         per_view.append({"frame": name, "psnr": psnr(out["rgb"], gt), "ssim": ssim(out["rgb"], gt),
                          "lpips": lpips(out["rgb"], gt)})
         save_png(out_dir / "pred" / f"{name}.png", out["rgb"])
-        depth = colorize_depth(out["depth"] / out["acc"].clamp(min=1e-6), out["acc"], split.near, split.far)
+        depth = depth_image(out, split.near, split.far)
         save_png(out_dir / "compare" / f"{name}.png", panel(gt, out["rgb"], depth, error_map(out["rgb"], gt)))
         tiles.append(out["rgb"])
 

@@ -29,7 +29,7 @@ from nerfexp.pipeline import NeRFPipeline, build_pipeline
 from nerfexp.plots import center_ray, plot_ray_samples
 from nerfexp.provenance import provenance
 from nerfexp.seeding import resolve_device, seed_everything
-from nerfexp.visualize import colorize_depth, panel, save_png
+from nerfexp.visualize import depth_image, panel, save_png
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class Trainer:
             gt = split.composited(k, bg)
             scores.append(psnr(out["rgb"], gt))
             if k == 0:
-                depth = colorize_depth(out["depth"] / out["acc"].clamp(min=1e-6), out["acc"], split.near, split.far)
+                depth = depth_image(out, split.near, split.far)
                 image = panel(gt, out["rgb"], depth)
                 save_png(self.run_dir / "val" / f"step_{self.step:08d}.png", image)
                 self.logger.log_image("val/panel", image, self.step)

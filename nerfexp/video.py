@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from nerfexp.data.scene import SceneSplit
 from nerfexp.pipeline import NeRFPipeline
-from nerfexp.visualize import colorize_depth, panel, to_uint8
+from nerfexp.visualize import depth_image, panel, to_uint8
 
 
 def render_path_frames(pipeline: NeRFPipeline, template: SceneSplit, poses: torch.Tensor, background: torch.Tensor,
@@ -23,7 +23,7 @@ def render_path_frames(pipeline: NeRFPipeline, template: SceneSplit, poses: torc
     frames = []
     for k in tqdm(range(len(path)), desc="video", leave=False):
         out = render_image(pipeline, path, k, background, chunk, device)
-        depth = colorize_depth(out["depth"] / out["acc"].clamp(min=1e-6), out["acc"], path.near, path.far)
+        depth = depth_image(out, path.near, path.far)
         frames.append(to_uint8(panel(out["rgb"], depth)))
     return frames
 

@@ -31,6 +31,11 @@ def colorize_depth(depth: Tensor, acc: Tensor | None = None, near: float | None 
     return colors
 
 
+def depth_image(out: dict[str, Tensor], near: float, far: float) -> Tensor:
+    """Colour-mapped expected depth of a rendered view (``out`` with ``depth`` and ``acc``, ``(H, W)`` each)."""
+    return colorize_depth(out["depth"] / out["acc"].clamp(min=1e-6), out["acc"], near, far)
+
+
 def error_map(pred: Tensor, target: Tensor, vmax: float = 0.25) -> Tensor:
     """``(H, W, 3)`` heat map (inferno) of the per-pixel mean absolute error, saturating at ``vmax``."""
     import matplotlib

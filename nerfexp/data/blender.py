@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 
@@ -12,34 +11,7 @@ from nerfexp.cameras import Intrinsics, focal_from_fov
 from nerfexp.data.images import DatasetError, check_same_size, load_frames
 from nerfexp.data.scene import BACKGROUNDS, SceneSplit
 
-__all__ = ["BlenderDataset", "DatasetError", "load_frames", "premultiplied_downscaled", "read_rgba"]
-
-
-def read_rgba(path: Path) -> np.ndarray:
-    """Read an 8-bit PNG as float32 ``(H, W, 4)`` straight (not premultiplied) RGBA; alpha 1 when absent."""
-    try:
-        img = iio.imread(path)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: image file is missing") from None
-    except Exception as exc:  # imageio raises many types for corrupt files
-        raise DatasetError(f"{path}: cannot read image ({exc})") from None
-    img = img.astype(np.float32) / (65535.0 if img.dtype == np.uint16 else 255.0)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=-1)
-    if img.shape[-1] == 3:
-        img = np.concatenate([img, np.ones_like(img[..., :1])], axis=-1)
-    return img
-
-
-def premultiplied_downscaled(rgba: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
-    """Premultiply colour by alpha and area-average by ``factor``: returns ``(h, w, 3)`` colour, ``(h, w, 1)`` alpha."""
-    color = rgba[..., :3] * rgba[..., 3:]
-    alpha = rgba[..., 3:]
-    if factor > 1:
-        h, w = rgba.shape[0] // factor, rgba.shape[1] // factor
-        color = color[: h * factor, : w * factor].reshape(h, factor, w, factor, 3).mean(axis=(1, 3))
-        alpha = alpha[: h * factor, : w * factor].reshape(h, factor, w, factor, 1).mean(axis=(1, 3))
-    return color, alpha
+__all__ = ["BlenderDataset", "DatasetError", "load_frames"]
 
 
 class BlenderDataset:
