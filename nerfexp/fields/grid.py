@@ -1,0 +1,66 @@
+"""A small field for grid encoders (Instant-NGP style): the grid holds the detail, two tiny MLPs decode it."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class TruncExp(torch.autograd.Function):
+    """``exp(x)`` whose gradient is taken at ``min(x, 15)``, so one large density cannot blow up a step."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # noqa: D102
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # noqa: D102
+        (x,) = ctx.saved_tensors
+        return grad * torch.exp(x.clamp(max=15.0))
+
+
+def mlp(in_dim: int, hidden: int, n_hidden: int, out_dim: int) -> nn.Sequential:
+    """``n_hidden`` ReLU layers of ``hidden`` units, then a linear output layer."""
+    layers: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(n_hidden):
+        layers += [nn.Linear(dim, hidden), nn.ReLU(inplace=True)]
+        dim = hidden
+    layers.append(nn.Linear(dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class GridField(nn.Module):
+    """``(grid features, encoded direction) -> (rgb, sigma)`` with a density MLP and a colour MLP.
+
+    Args:
+        pos_dim, dir_dim: encoded input sizes (given by the pipeline).
+        hidden: width of both MLPs.
+        density_layers, color_layers: hidden layers of each.
+        geo_feat_dim: features passed from the density MLP to the colour MLP.
+        density_bias: added before ``exp`` (negative: a fresh field starts nearly empty).
+    """
+
+    def __init__(self, pos_dim: int, dir_dim: int, hidden: int = 64, density_layers: int = 1,
+                 color_layers: int = 2, geo_feat_dim: int = 15, density_bias: float = -1.0):
+        super().__init__()
+        self.geo_feat_dim, self.density_bias = geo_feat_dim, density_bias
+        self.density_net = mlp(pos_dim, hidden, density_layers, 1 + geo_feat_dim)
+        self.color_net = mlp(dir_dim + geo_feat_dim, hidden, color_layers, 3)
+
+    def _density(self, x_enc: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.density_net(x_enc)
+        sigma = TruncExp.apply(h[..., 0] + self.density_bias)
+        return sigma, h[..., 1:]
+
+    def forward(self, x_enc: Tensor, d_enc: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``x_enc (R, S, pos_dim)``, ``d_enc (R, dir_dim)`` -> rgb ``(R, S, 3)``, sigma ``(R, S)``."""
+        sigma, geo = self._density(x_enc)
+        d = d_enc.unsqueeze(-2).expand(*geo.shape[:-1], d_enc.shape[-1])
+        rgb = torch.sigmoid(self.color_net(torch.cat([d, geo], dim=-1)))
+        return rgb, sigma
+
+    def density(self, x_enc: Tensor) -> Tensor:
+        """Density alone, ``(..., pos_dim)`` -> ``(...)``."""
+        return self._density(x_enc)[0]
+

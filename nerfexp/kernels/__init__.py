@@ -1,0 +1,30 @@
+"""Optional C++/OpenMP CPU kernels for the fast path (hash-grid encoding, occupancy marching).
+
+Built by torch's extension loader on first use and cached (``TORCH_EXTENSIONS_DIR``, default
+``~/.cache/torch_extensions``). Where they cannot be built (no C++ compiler or ninja), :func:`cpu_kernels` returns
+None once, with one warning, and callers use their pure-PyTorch code, which computes the same thing.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_KERNELS = None  # the compiled module; False once building it failed
+
+
+def cpu_kernels():
+    """The compiled kernel module, or None where it cannot be built."""
+    global _KERNELS
+    if _KERNELS is None:
+        try:
+            from torch.utils.cpp_extension import load
+
+            _KERNELS = load("nerfexp_cpu_kernels", [str(Path(__file__).with_name("cpu.cpp"))],
+                            extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
+        except Exception as err:  # no compiler, headers or ninja: the pure-PyTorch paths still work
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            log.warning("CPU kernels did not build (%s); using the pure-PyTorch code", message)
+            _KERNELS = False
+    return _KERNELS or None

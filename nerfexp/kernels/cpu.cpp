@@ -1,0 +1,192 @@
+// CPU kernels for the fast path, built on first use by nerfexp.kernels (torch's C++ extension loader).
+//
+// Hash-grid encoding: the same layout, hash and trilinear interpolation as
+// HashGridEncoder.encode_torch. Threads split the levels, not the points: levels own disjoint table rows, so the
+// backward pass scatters without atomics, and each thread works inside one level's table at a time.
+// Gradients go to the table only.
+#include <torch/extension.h>
+
+#include <cmath>
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+constexpr uint32_t kPrime1 = 2654435761u;
+constexpr uint32_t kPrime2 = 805459861u;
+
+struct Levels {
+  const float* scales;
+  const int64_t* res;
+  const int64_t* sizes;
+  const int64_t* offsets;
+  int64_t n_levels;
+  int64_t dense_levels;
+};
+
+// Rows and weights of the 8 corners of the cell holding x at level l.
+inline void corners(const Levels& lv, int64_t l, const float* x, int64_t* rows, float* weights) {
+  const float s = lv.scales[l];
+  int64_t cell[3];
+  float frac[3];
+  for (int d = 0; d < 3; ++d) {
+    const float p = x[d] * s + 0.5f;
+    const float f = std::floor(p);
+    cell[d] = static_cast<int64_t>(f);
+    frac[d] = p - f;
+  }
+  const int64_t size = lv.sizes[l];
+  const int64_t offset = lv.offsets[l];
+  const bool dense = l < lv.dense_levels;
+  const int64_t r = lv.res[l];
+  for (int c = 0; c < 8; ++c) {
+    const int64_t cx = cell[0] + (c & 1), cy = cell[1] + ((c >> 1) & 1), cz = cell[2] + ((c >> 2) & 1);
+    int64_t row;
+    if (dense) {
+      row = cx + r * (cy + r * cz);
+      if (row >= size) row -= size;  // only on the upper faces; equals "% size" there (row < 2 * size)
+    } else {
+      const uint32_t h = static_cast<uint32_t>(cx) ^ (static_cast<uint32_t>(cy) * kPrime1) ^
+                         (static_cast<uint32_t>(cz) * kPrime2);
+      row = static_cast<int64_t>(h & static_cast<uint32_t>(size - 1));
+    }
+    rows[c] = offset + row;
+    const float wx = (c & 1) ? frac[0] : 1.0f - frac[0];
+    const float wy = ((c >> 1) & 1) ? frac[1] : 1.0f - frac[1];
+    const float wz = ((c >> 2) & 1) ? frac[2] : 1.0f - frac[2];
+    weights[c] = wx * wy * wz;
+  }
+}
+
+Levels levels_of(const torch::Tensor& scales, const torch::Tensor& res, const torch::Tensor& sizes,
+                 const torch::Tensor& offsets, int64_t dense_levels) {
+  return Levels{scales.data_ptr<float>(), res.data_ptr<int64_t>(), sizes.data_ptr<int64_t>(),
+                offsets.data_ptr<int64_t>(), scales.size(0), dense_levels};
+}
+
+}  // namespace
+
+torch::Tensor hash_forward(torch::Tensor x, torch::Tensor table, torch::Tensor scales, torch::Tensor res,
+                           torch::Tensor sizes, torch::Tensor offsets, int64_t dense_levels) {
+  x = x.contiguous();
+  table = table.contiguous();
+  const Levels lv = levels_of(scales, res, sizes, offsets, dense_levels);
+  const int64_t n = x.size(0), f_dim = table.size(1), out_dim = lv.n_levels * f_dim;
+  auto out = torch::empty({n, out_dim}, x.options());
+  const float* xp = x.data_ptr<float>();
+  const float* tp = table.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t l = 0; l < lv.n_levels; ++l) {
+    int64_t rows[8];
+    float w[8];
+    for (int64_t i = 0; i < n; ++i) {
+      corners(lv, l, xp + 3 * i, rows, w);
+      float* o = op + i * out_dim + l * f_dim;
+      for (int64_t f = 0; f < f_dim; ++f) o[f] = 0.0f;
+      for (int c = 0; c < 8; ++c) {
+        const float* t = tp + rows[c] * f_dim;
+        for (int64_t f = 0; f < f_dim; ++f) o[f] += w[c] * t[f];
+      }
+    }
+  }
+  return out;
+}
+
+torch::Tensor hash_backward(torch::Tensor grad_out, torch::Tensor x, int64_t table_rows, torch::Tensor scales,
+                            torch::Tensor res, torch::Tensor sizes, torch::Tensor offsets, int64_t dense_levels) {
+  grad_out = grad_out.contiguous();
+  x = x.contiguous();
+  const Levels lv = levels_of(scales, res, sizes, offsets, dense_levels);
+  const int64_t n = x.size(0), out_dim = grad_out.size(1), f_dim = out_dim / lv.n_levels;
+  auto grad_table = torch::zeros({table_rows, f_dim}, grad_out.options());
+  const float* xp = x.data_ptr<float>();
+  const float* gp = grad_out.data_ptr<float>();
+  float* tp = grad_table.data_ptr<float>();
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t l = 0; l < lv.n_levels; ++l) {
+    int64_t rows[8];
+    float w[8];
+    for (int64_t i = 0; i < n; ++i) {
+      corners(lv, l, xp + 3 * i, rows, w);
+      const float* g = gp + i * out_dim + l * f_dim;
+      for (int c = 0; c < 8; ++c) {
+        float* t = tp + rows[c] * f_dim;
+        for (int64_t f = 0; f < f_dim; ++f) t[f] += w[c] * g[f];
+      }
+    }
+  }
+  return grad_table;
+}
+
+// Occupancy-grid marching: per ray, steps t = t0 + (k + offset) * dt while t < t1, keeping those whose cell in
+// the res^3 grid over [-bound, bound]^3 is occupied. Returns kept depths packed to the front of each row of an
+// (R, S) tensor, S being the most any ray kept, and the matching mask.
+std::vector<torch::Tensor> march_occupied(torch::Tensor origins, torch::Tensor dirs, torch::Tensor t0,
+                                          torch::Tensor t1, torch::Tensor dt, torch::Tensor offset,
+                                          torch::Tensor occupied, double bound, int64_t res) {
+  origins = origins.contiguous();
+  dirs = dirs.contiguous();
+  t0 = t0.contiguous();
+  t1 = t1.contiguous();
+  dt = dt.contiguous();
+  offset = offset.contiguous();
+  occupied = occupied.contiguous();
+  const int64_t n = origins.size(0);
+  const float* o = origins.data_ptr<float>();
+  const float* d = dirs.data_ptr<float>();
+  const float* a = t0.data_ptr<float>();
+  const float* b = t1.data_ptr<float>();
+  const float* st = dt.data_ptr<float>();
+  const float* off = offset.data_ptr<float>();
+  const bool* occ = occupied.data_ptr<bool>();
+  const float lo = static_cast<float>(-bound), inv_cell = static_cast<float>(res / (2.0 * bound));
+  auto cell_of = [&](const float* p) -> int64_t {
+    int64_t g[3];
+    for (int k = 0; k < 3; ++k) {
+      int64_t v = static_cast<int64_t>((p[k] - lo) * inv_cell);
+      g[k] = v < 0 ? 0 : (v >= res ? res - 1 : v);
+    }
+    return g[0] + res * (g[1] + res * g[2]);
+  };
+  auto counts = torch::zeros({n}, torch::kInt64);
+  int64_t* cnt = counts.data_ptr<int64_t>();
+#pragma omp parallel for schedule(dynamic, 64)
+  for (int64_t r = 0; r < n; ++r) {
+    int64_t c = 0;
+    for (int64_t k = 0;; ++k) {
+      const float t = a[r] + (static_cast<float>(k) + off[r]) * st[r];
+      if (!(t < b[r])) break;
+      const float p[3] = {o[3 * r] + d[3 * r] * t, o[3 * r + 1] + d[3 * r + 1] * t, o[3 * r + 2] + d[3 * r + 2] * t};
+      c += occ[cell_of(p)];
+    }
+    cnt[r] = c;
+  }
+  int64_t width = 1;
+  for (int64_t r = 0; r < n; ++r) width = std::max(width, cnt[r]);
+  auto out_t = torch::zeros({n, width}, origins.options());
+  auto out_m = torch::zeros({n, width}, torch::kBool);
+  float* ot = out_t.data_ptr<float>();
+  bool* om = out_m.data_ptr<bool>();
+#pragma omp parallel for schedule(dynamic, 64)
+  for (int64_t r = 0; r < n; ++r) {
+    int64_t c = 0;
+    for (int64_t k = 0; c < cnt[r]; ++k) {
+      const float t = a[r] + (static_cast<float>(k) + off[r]) * st[r];
+      const float p[3] = {o[3 * r] + d[3 * r] * t, o[3 * r + 1] + d[3 * r + 1] * t, o[3 * r + 2] + d[3 * r + 2] * t};
+      if (occ[cell_of(p)]) {
+        ot[r * width + c] = t;
+        om[r * width + c] = true;
+        ++c;
+      }
+    }
+  }
+  return {out_t, out_m};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("hash_forward", &hash_forward, "hash-grid encoding (CPU)");
+  m.def("hash_backward", &hash_backward, "gradient of the hash-grid encoding w.r.t. the table (CPU)");
+  m.def("march_occupied", &march_occupied, "occupancy-grid ray marching (CPU)");
+}

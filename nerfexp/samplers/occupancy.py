@@ -1,0 +1,187 @@
+"""Occupancy-grid ray marching (Instant-NGP style): fixed steps inside the scene box, skipping empty cells and
+stopping where the ray is already opaque.
+
+Samples come back padded to ``(R, S)`` with a validity mask, ``S`` being the most samples any ray in the batch
+kept, so the field runs only on valid samples and the volume renderer composites rows as usual.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from nerfexp.cameras import RayBundle
+from nerfexp.kernels import cpu_kernels
+from nerfexp.render import compositing_weights
+
+DensityFn = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class MarchedSamples:
+    """Samples along rays: depths ``t (R, S)``, world-unit interval lengths ``deltas (R, S)`` (0 where invalid)
+    and ``mask (R, S)``. ``rays``: which of the input rays these rows are, when a sample budget kept only some."""
+
+    t: Tensor
+    deltas: Tensor
+    mask: Tensor
+    rays: Tensor | None = None
+
+
+def ray_box(rays: RayBundle, bound: float) -> tuple[Tensor, Tensor]:
+    """Ray parameters ``(R, 1)`` where each ray enters and leaves ``[-bound, bound]^3``, clipped to near/far;
+    enter >= leave for rays that miss."""
+    inv = 1.0 / torch.where(rays.directions.abs() < 1e-9, torch.full_like(rays.directions, 1e-9), rays.directions)
+    t_a = (-bound - rays.origins) * inv
+    t_b = (bound - rays.origins) * inv
+    t_enter = torch.minimum(t_a, t_b).amax(-1, keepdim=True)
+    t_leave = torch.maximum(t_a, t_b).amin(-1, keepdim=True)
+    return torch.maximum(t_enter, rays.near), torch.minimum(t_leave, rays.far)
+
+
+def compact(t: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Move each row's masked entries to its front, keeping their order; trims to the longest row."""
+    counts = mask.sum(-1)
+    width = max(int(counts.max()), 1) if mask.numel() else 1
+    rows, cols = mask.nonzero(as_tuple=True)
+    slot = (mask.cumsum(-1) - 1)[rows, cols]
+    out_t = torch.zeros(t.shape[0], width, dtype=t.dtype, device=t.device)
+    out_m = torch.zeros(t.shape[0], width, dtype=torch.bool, device=t.device)
+    out_t[rows, slot] = t[rows, cols]
+    out_m[rows, slot] = True
+    return out_t, out_m
+
+
+class OccupancySampler(nn.Module):
+    """Occupancy grid over ``[-bound, bound]^3`` and the ray marcher that uses it.
+
+    Args:
+        bound: half side of the scene box (world units).
+        resolution: cells per side of the grid.
+        n_samples: marching steps along the box diagonal, the most samples a ray can get (sets the step).
+        render_step_size: marching step in world units (overrides ``n_samples``).
+        occ_threshold: a cell is occupied while ``1 - exp(-density * step)`` exceeds this (capped by the mean).
+        ema_decay: per update, a cell's density is ``max(decay * old, new)``.
+        update_every: steps between grid updates in training.
+        warmup_steps: before this step every cell is re-evaluated; after it a quarter at random plus the occupied.
+        early_stop_eps: drop samples behind transmittance below this (evaluated without gradients first).
+        alpha_threshold: drop samples whose own opacity is below this.
+        perturb: jitter the first step per ray in training.
+        max_batch_samples: in training, keep only as many rays (in batch order, which is random) as fit this many
+            samples, so early steps, before the grid has emptied, cost no more than later ones (null: no cap).
+        cpu_kernel: march with the C++ CPU kernel when it builds (same samples as the PyTorch code, faster).
+        n_importance: must be 0 (one pass).
+    """
+
+    def __init__(self, bound: float = 1.5, resolution: int = 64, n_samples: int = 512,
+                 render_step_size: float | None = None, occ_threshold: float = 0.01, ema_decay: float = 0.95, update_every: int = 16,
+                 warmup_steps: int = 256, early_stop_eps: float = 1e-4, alpha_threshold: float = 0.0,
+                 perturb: bool = True, max_batch_samples: int | None = None, cpu_kernel: bool = True,
+                 n_importance: int = 0):
+        super().__init__()
+        if n_importance != 0:
+            raise ValueError(f"sampler.n_importance={n_importance}: the occupancy sampler has one pass; set it to 0")
+        self.bound, self.resolution = float(bound), int(resolution)
+        self.step_size = float(render_step_size or 2.0 * math.sqrt(3.0) * bound / n_samples)
+        self.occ_threshold, self.ema_decay = occ_threshold, ema_decay
+        self.update_every, self.warmup_steps = update_every, warmup_steps
+        self.early_stop_eps, self.alpha_threshold, self.perturb = early_stop_eps, alpha_threshold, perturb
+        self.n_samples, self.n_importance = n_samples, 0
+        self.max_batch_samples = max_batch_samples
+        self.use_cpu_kernel = cpu_kernel
+        self.register_buffer("density", torch.zeros(self.resolution ** 3))
+        self.register_buffer("occupied", torch.ones(self.resolution ** 3, dtype=torch.bool))
+        self.last_samples_per_ray = 0.0
+
+    # -- the grid -------------------------------------------------------------------------------------------------
+    def cell_index(self, pts: Tensor) -> Tensor:
+        """Flat cell index of world points ``(..., 3)`` (clamped into the box)."""
+        g = ((pts + self.bound) * (self.resolution / (2 * self.bound))).long().clamp(0, self.resolution - 1)
+        return g[..., 0] + self.resolution * (g[..., 1] + self.resolution * g[..., 2])
+
+    def cell_centers(self, idx: Tensor, jitter: bool) -> Tensor:
+        """World positions inside cells ``idx`` (centres, or uniform within the cell)."""
+        r = self.resolution
+        g = torch.stack([idx % r, (idx // r) % r, idx // (r * r)], dim=-1).float()
+        g = g + (torch.rand_like(g) if jitter else 0.5)
+        return g / r * (2 * self.bound) - self.bound
+
+    @torch.no_grad()
+    def update(self, step: int, density_fn: DensityFn, chunk: int = 65536) -> None:
+        """Refresh the grid every ``update_every`` steps (call once per training step)."""
+        if step % self.update_every:
+            return
+        n = self.resolution ** 3
+        if step < self.warmup_steps:
+            idx = torch.arange(n, device=self.density.device)
+        else:
+            uniform = torch.randint(0, n, (n // 4,), device=self.density.device)
+            occupied = self.occupied.nonzero().squeeze(-1)
+            if len(occupied) > n // 4:
+                occupied = occupied[torch.randint(0, len(occupied), (n // 4,), device=occupied.device)]
+            idx = torch.cat([uniform, occupied])
+        new = torch.cat([density_fn(self.cell_centers(idx[k:k + chunk], jitter=True))
+                         for k in range(0, len(idx), chunk)])
+        decayed = self.density * self.ema_decay
+        decayed[idx] = torch.maximum(decayed[idx], new.float())
+        self.density.copy_(decayed)
+        threshold = min(-math.log1p(-self.occ_threshold) / self.step_size, float(self.density.mean()))
+        self.occupied.copy_(self.density > threshold)
+
+    def occupancy_fraction(self) -> float:
+        return float(self.occupied.float().mean())
+
+    # -- marching -------------------------------------------------------------------------------------------------
+    def march(self, rays: RayBundle, density_fn: DensityFn, training: bool) -> MarchedSamples:
+        """Sample depths along ``rays`` in occupied cells, then drop those behind opaque matter."""
+        t0, t1 = ray_box(rays, self.bound)
+        dt = self.step_size / rays.directions.norm(dim=-1, keepdim=True)  # step in ray-parameter units
+        span = ((t1 - t0) / dt).clamp(min=0)
+        n_steps = max(int(math.ceil(float(span.max()))) if len(rays) else 0, 1)
+        offset = torch.rand_like(t0) if (training and self.perturb) else torch.full_like(t0, 0.5)
+        kernels = cpu_kernels() if (self.use_cpu_kernel and t0.device.type == "cpu") else None
+        if kernels is not None:
+            t, mask = kernels.march_occupied(rays.origins, rays.directions, t0.squeeze(-1), t1.squeeze(-1),
+                                             dt.squeeze(-1), offset.squeeze(-1), self.occupied, self.bound,
+                                             self.resolution)
+        else:
+            t, mask = self.march_torch(rays, t0, t1, dt, offset, n_steps)
+        kept = None
+        if training and self.max_batch_samples and int(mask.sum()) > self.max_batch_samples:
+            fits = mask.sum(-1).cumsum(0) <= self.max_batch_samples
+            fits[0] = True
+            kept = fits.nonzero().squeeze(-1)
+            rays, t, mask, dt = rays[kept], t[kept], mask[kept], dt[kept]
+        if self.early_stop_eps > 0 or self.alpha_threshold > 0:
+            t, mask = self.prune_opaque(rays, t, mask, dt, density_fn)
+        self.last_samples_per_ray = float(mask.sum()) / max(len(rays), 1)
+        return MarchedSamples(t, mask * self.step_size, mask, kept)
+
+    def march_torch(self, rays: RayBundle, t0: Tensor, t1: Tensor, dt: Tensor, offset: Tensor,
+                    n_steps: int) -> tuple[Tensor, Tensor]:
+        """Occupied steps of each ray, packed to the front of ``(R, S)`` (what the CPU kernel computes)."""
+        t = t0 + (torch.arange(n_steps, device=t0.device, dtype=t0.dtype) + offset) * dt
+        mask = t < t1
+        rows, cols = mask.nonzero(as_tuple=True)
+        pts = rays.origins[rows] + rays.directions[rows] * t[rows, cols, None]
+        keep = self.occupied[self.cell_index(pts)]
+        mask[rows[~keep], cols[~keep]] = False
+        return compact(t, mask)
+
+    @torch.no_grad()
+    def prune_opaque(self, rays: RayBundle, t: Tensor, mask: Tensor, dt: Tensor,
+                     density_fn: DensityFn) -> tuple[Tensor, Tensor]:
+        """Keep samples that can still be seen (transmittance above eps) and are not transparent themselves."""
+        rows, cols = mask.nonzero(as_tuple=True)
+        sigma = torch.zeros_like(t)
+        if len(rows):
+            pts = rays.origins[rows] + rays.directions[rows] * t[rows, cols, None]
+            sigma[rows, cols] = density_fn(pts).float()
+        weights, trans = compositing_weights(sigma, mask * self.step_size)
+        keep = mask & (trans > self.early_stop_eps)
+        if self.alpha_threshold > 0:
+            keep &= (1.0 - torch.exp(-sigma * self.step_size)) > self.alpha_threshold
+        return compact(t, keep)
