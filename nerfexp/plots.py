@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -40,6 +41,8 @@ def ray_samples(pipeline, ray: RayBundle, background: Tensor | None = None, trai
     was_training = pipeline.training
     pipeline.eval()
     try:
+        if hasattr(pipeline.sampler, "march"):  # ray marching: one pass, the samples the occupancy grid kept
+            return marched_ray_samples(pipeline, ray, background, training)
         d_enc = pipeline.dir_encoder(ray.viewdirs)
         t_coarse = pipeline.sampler.coarse(ray, training)
         rgb, sigma = pipeline.query(pipeline.coarse_field, ray, t_coarse, d_enc)
@@ -62,6 +65,20 @@ def ray_samples(pipeline, ray: RayBundle, background: Tensor | None = None, trai
     result = {k: v.detach().float().cpu().numpy() for k, v in out.items()}
     result.update(near=float(ray.near[0, 0]), far=float(ray.far[0, 0]))
     return result
+
+
+def marched_ray_samples(pipeline, ray: RayBundle, background: Tensor | None, training: bool) -> dict:
+    """:func:`ray_samples` for a ray-marching sampler: its kept samples and their weights as the "coarse" pass."""
+    field = pipeline.coarse_field
+    samples = pipeline.sampler.march(ray, pipeline.density_fn(field), training)
+    t = samples.t[samples.mask].unsqueeze(0)
+    rgb, sigma = pipeline.query(field, ray, t, pipeline.dir_encoder(ray.viewdirs))
+    out = pipeline.renderer(rgb, sigma, t, ray.directions, background, False,
+                            deltas=samples.deltas[samples.mask].unsqueeze(0))
+    empty = np.zeros(0, dtype=np.float32)
+    return {"t_coarse": t[0].detach().float().cpu().numpy(), "weights_coarse": out["weights"][0].detach().float()
+            .cpu().numpy(), "t_fine": empty, "weights_fine": empty, "t_importance": empty,
+            "near": float(ray.near[0, 0]), "far": float(ray.far[0, 0])}
 
 
 def plot_ray_samples(pipeline, ray: RayBundle, path: Path, background: Tensor | None = None,

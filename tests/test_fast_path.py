@@ -17,7 +17,7 @@ FAST = ["encoder=hashgrid", "field=grid", "sampler=occupancy", "encoder.position
 
 def test_hashgrid_occupancy_training_raises_psnr_and_prunes(demo_cache, tmp_path):
     scene = [o for o in tiny_overrides(demo_cache) if not o.startswith(("field.", "sampler."))]
-    overrides = scene + FAST + ["trainer.max_steps=250", "trainer.val_every=0"]
+    overrides = scene + FAST + ["trainer.max_steps=250", "trainer.val_every=125"]
     cfg = compose_train(overrides)
     OmegaConf.save(cfg, tmp_path / "config.yaml")  # as train.py does, so evaluate can restore the run
     trainer = Trainer(cfg, tmp_path)
@@ -27,6 +27,8 @@ def test_hashgrid_occupancy_training_raises_psnr_and_prunes(demo_cache, tmp_path
     after = summary["test_psnr"]
     assert after > before + 8.0, (before, after)
     assert after > 18.0, after
+    # validation draws the marched samples of a centre ray
+    assert (tmp_path / "val" / "rays_step_00000250.png").stat().st_size > 10_000
     sampler = trainer.pipeline.sampler
     # the scene fills a small part of its box: most cells must be marked empty, and rays skip them
     assert sampler.occupancy_fraction() < 0.35, sampler.occupancy_fraction()

@@ -64,9 +64,9 @@ def test_rays_equal_world_rays_without_pose_normalisation(forward_scene: Path):
 def test_llffhold_holds_out_every_nth_image_for_test_and_val(forward_scene: Path):
     dataset = LLFFDataset(forward_scene, llffhold=4, **RAW)
     test, train = dataset.load("test"), dataset.load("train")
-    assert test.names == ["image000.png", "image004.png", "image008.png"]
+    assert test.names == ["image000", "image004", "image008"]
     assert dataset.load("val").names == test.names
-    assert train.names == [f"image{i:03d}.png" for i in (1, 2, 3, 5, 6, 7)]
+    assert train.names == [f"image{i:03d}" for i in (1, 2, 3, 5, 6, 7)]
     nearest = LLFFDataset(forward_scene, llffhold=0, **RAW)
     assert len(nearest.load("test")) == 1 and len(nearest.load("train")) == N_VIEWS - 1
 

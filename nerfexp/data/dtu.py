@@ -192,7 +192,7 @@ class DTUDataset:
         colors, alphas = load_frames(paths, self.downscale, mask_paths=masks)
         c2w = torch.from_numpy(self.c2w[idx].astype(np.float32))
         return SceneSplit(torch.from_numpy(colors), torch.from_numpy(alphas), c2w, self.intrinsics, self.near,
-                          self.far, names=[p.name for p in paths], bounding_radius=self.bounding_radius)
+                          self.far, names=[p.stem for p in paths], bounding_radius=self.bounding_radius)
 
     def render_path(self, n_frames: int = 120) -> torch.Tensor:
         """``(n_frames, 4, 4)`` c2w orbiting the origin at the cameras' mean distance and mean height, looking at it.

@@ -244,7 +244,7 @@ class LLFFDataset:
         colors, alphas = load_frames(paths, self.downscale)
         c2w = torch.from_numpy(self.c2w[idx].astype(np.float32))
         return SceneSplit(torch.from_numpy(colors), torch.from_numpy(alphas), c2w, self.intrinsics, self.near,
-                          self.far, names=[p.name for p in paths], ndc=self.ndc)
+                          self.far, names=[p.stem for p in paths], ndc=self.ndc)
 
     def render_path(self, n_frames: int = 120) -> torch.Tensor:
         """``(n_frames, 4, 4)`` c2w for a video: NeRF's spiral, or its circle for spherified captures."""
