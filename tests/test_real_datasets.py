@@ -36,7 +36,7 @@ def test_fern_factor_8_llffhold_split_in_ndc():
     dataset = LLFFDataset(FERN, factor=8)
     train, test, val = dataset.load("train"), dataset.load("test"), dataset.load("val")
     assert (len(train), len(test)) == (17, 3)
-    assert test.names == ["image000.png", "image008.png", "image016.png"] == val.names
+    assert test.names == ["image000", "image008", "image016"] == val.names
     for split in (train, test):
         assert (split.width, split.height) == (504, 378)
         assert split.ndc and (split.near, split.far) == (0.0, 1.0)
