@@ -139,8 +139,6 @@ class OccupancySampler(nn.Module):
         """Sample depths along ``rays`` in occupied cells, then drop those behind opaque matter."""
         t0, t1 = ray_box(rays, self.bound)
         dt = self.step_size / rays.directions.norm(dim=-1, keepdim=True)  # step in ray-parameter units
-        span = ((t1 - t0) / dt).clamp(min=0)
-        n_steps = max(int(math.ceil(float(span.max()))) if len(rays) else 0, 1)
         offset = torch.rand_like(t0) if (training and self.perturb) else torch.full_like(t0, 0.5)
         kernels = cpu_kernels() if (self.use_cpu_kernel and t0.device.type == "cpu") else None
         if kernels is not None:
@@ -148,7 +146,7 @@ class OccupancySampler(nn.Module):
                                              dt.squeeze(-1), offset.squeeze(-1), self.occupied, self.bound,
                                              self.resolution)
         else:
-            t, mask = self.march_torch(rays, t0, t1, dt, offset, n_steps)
+            t, mask = self.march_torch(rays, t0, t1, dt, offset)
         kept = None
         if training and self.max_batch_samples and int(mask.sum()) > self.max_batch_samples:
             fits = mask.sum(-1).cumsum(0) <= self.max_batch_samples
@@ -156,13 +154,15 @@ class OccupancySampler(nn.Module):
             kept = fits.nonzero().squeeze(-1)
             rays, t, mask, dt = rays[kept], t[kept], mask[kept], dt[kept]
         if self.early_stop_eps > 0 or self.alpha_threshold > 0:
-            t, mask = self.prune_opaque(rays, t, mask, dt, density_fn)
+            t, mask = self.prune_opaque(rays, t, mask, density_fn)
         self.last_samples_per_ray = float(mask.sum()) / max(len(rays), 1)
         return MarchedSamples(t, mask * self.step_size, mask, kept)
 
-    def march_torch(self, rays: RayBundle, t0: Tensor, t1: Tensor, dt: Tensor, offset: Tensor,
-                    n_steps: int) -> tuple[Tensor, Tensor]:
+    def march_torch(self, rays: RayBundle, t0: Tensor, t1: Tensor, dt: Tensor,
+                    offset: Tensor) -> tuple[Tensor, Tensor]:
         """Occupied steps of each ray, packed to the front of ``(R, S)`` (what the CPU kernel computes)."""
+        span = ((t1 - t0) / dt).clamp(min=0)
+        n_steps = max(int(math.ceil(float(span.max()))) if len(rays) else 0, 1)
         t = t0 + (torch.arange(n_steps, device=t0.device, dtype=t0.dtype) + offset) * dt
         mask = t < t1
         rows, cols = mask.nonzero(as_tuple=True)
@@ -172,7 +172,7 @@ class OccupancySampler(nn.Module):
         return compact(t, mask)
 
     @torch.no_grad()
-    def prune_opaque(self, rays: RayBundle, t: Tensor, mask: Tensor, dt: Tensor,
+    def prune_opaque(self, rays: RayBundle, t: Tensor, mask: Tensor,
                      density_fn: DensityFn) -> tuple[Tensor, Tensor]:
         """Keep samples that can still be seen (transmittance above eps) and are not transparent themselves."""
         rows, cols = mask.nonzero(as_tuple=True)
@@ -180,7 +180,7 @@ class OccupancySampler(nn.Module):
         if len(rows):
             pts = rays.origins[rows] + rays.directions[rows] * t[rows, cols, None]
             sigma[rows, cols] = density_fn(pts).float()
-        weights, trans = compositing_weights(sigma, mask * self.step_size)
+        _, trans = compositing_weights(sigma, mask * self.step_size)
         keep = mask & (trans > self.early_stop_eps)
         if self.alpha_threshold > 0:
             keep &= (1.0 - torch.exp(-sigma * self.step_size)) > self.alpha_threshold
