@@ -38,11 +38,11 @@ def validate_config(cfg: DictConfig) -> None:
                           "check `python train.py --info searchpath`)")
     for key in ("sampler.n_samples", "trainer.batch_rays", "optim.lr", "optim.lr_final", "eval.chunk",
                 "dataset.downscale", "trainer.max_steps", "field.width", "field.depth", "trainer.log_every",
-                "trainer.nan_patience"):
+                "trainer.nan_patience", "renderer.radius"):
         _positive(cfg, key)
     for key in ("sampler.n_importance", "trainer.val_every", "trainer.ckpt_every", "trainer.precrop_steps",
                 "trainer.warmup_steps", "trainer.n_restarts", "renderer.density_noise_std",
-                "trainer.coarse_loss_weight"):
+                "trainer.coarse_loss_weight", "trainer.mask_loss_weight", "renderer.eikonal_weight"):
         _positive(cfg, key, allow_zero=True)
     max_time = _get(cfg, "trainer.max_time_s")
     if max_time is not None:

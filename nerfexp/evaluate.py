@@ -14,10 +14,10 @@ from tqdm import tqdm
 from nerfexp.allocator import keep_freed_memory
 from nerfexp.checkpoint import latest_checkpoint, load_checkpoint
 from nerfexp.data.scene import SceneSplit, eval_background
-from nerfexp.metrics import LPIPS, psnr, ssim
+from nerfexp.metrics import LPIPS, mask_iou, psnr, ssim
 from nerfexp.pipeline import NeRFPipeline, build_pipeline
 from nerfexp.seeding import resolve_device
-from nerfexp.visualize import contact_sheet, depth_image, error_map, panel, save_png
+from nerfexp.visualize import contact_sheet, depth_image, error_map, normal_image, panel, save_png
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,15 @@ def render_image(pipeline: NeRFPipeline, split: SceneSplit, index: int, backgrou
 def evaluate_split(pipeline: NeRFPipeline, split: SceneSplit, background_mode: str, out_dir: Path, chunk: int,
                    device: torch.device, max_views: int | None = None, lpips: LPIPS | None = None) -> dict:
     """Render every view of ``split`` and write ``out_dir/metrics.json``, ``pred/<name>.png`` and
-    ``compare/<name>.png`` (ground truth | prediction | depth). Returns the metrics dict."""
+    ``compare/<name>.png`` (ground truth | prediction | depth | error, and normals for SDF pipelines, also as
+    ``normals/<name>.png``). Returns the metrics dict."""
     pipeline.eval()
     background = eval_background(background_mode)
     lpips = lpips if lpips is not None else LPIPS()
     if not lpips.available:
         log.warning("LPIPS unavailable (%s); reported as null", lpips.reason)
     n = len(split) if max_views is None else min(max_views, len(split))
+    has_masks = bool((split.alphas < 0.5).any())  # object masks (blender alpha, dtu masks), not all-opaque photos
     per_view, tiles = [], []
     for k in tqdm(range(n), desc=f"evaluate {out_dir.name}", leave=False):
         out = render_image(pipeline, split, k, background, chunk, device)
@@ -61,9 +63,16 @@ def evaluate_split(pipeline: NeRFPipeline, split: SceneSplit, background_mode: s
         name = split.names[k] if split.names else f"{k:04d}"
         per_view.append({"frame": name, "psnr": psnr(out["rgb"], gt), "ssim": ssim(out["rgb"], gt),
                          "lpips": lpips(out["rgb"], gt)})
+        if has_masks:
+            per_view[-1]["mask_iou"] = mask_iou(out["acc"], split.alphas[k, ..., 0])
         save_png(out_dir / "pred" / f"{name}.png", out["rgb"])
         depth = depth_image(out, split.near, split.far)
-        save_png(out_dir / "compare" / f"{name}.png", panel(gt, out["rgb"], depth, error_map(out["rgb"], gt)))
+        tiles_row = [gt, out["rgb"], depth, error_map(out["rgb"], gt)]
+        if "normal" in out:  # SDF pipelines: a normal map per view
+            normals = normal_image(out["normal"], out["acc"], split.c2w[k])
+            save_png(out_dir / "normals" / f"{name}.png", normals)
+            tiles_row.append(normals)
+        save_png(out_dir / "compare" / f"{name}.png", panel(*tiles_row))
         tiles.append(out["rgb"])
 
     def mean(key: str) -> float | None:
@@ -71,6 +80,7 @@ def evaluate_split(pipeline: NeRFPipeline, split: SceneSplit, background_mode: s
         return sum(vals) / len(vals) if vals and len(vals) == len(per_view) else None
 
     metrics = {"psnr": mean("psnr"), "ssim": mean("ssim"), "lpips": mean("lpips"), "n_views": n,
+               "mask_iou": mean("mask_iou") if has_masks else None,
                "lpips_unavailable_reason": None if lpips.available else lpips.reason, "per_view": per_view}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -159,8 +169,10 @@ def evaluate_run(cfg: DictConfig) -> dict:
         from nerfexp.mesh import extract_mesh, mesh_bounds
 
         to_world = getattr(dataset, "to_world", None)
+        views = [(split.names[k], split.c2w[k].double().numpy(), split.intrinsics)
+                 for k in range(min(cfg.mesh_views, len(split)))]
         result["mesh"] = extract_mesh(pipeline, out_dir / "mesh.ply", mesh_bounds(dataset), cfg.mesh_resolution,
-                                      cfg.mesh_threshold, device, to_world)
+                                      cfg.mesh_threshold, device, to_world, views)
         log.info("mesh: %s (%d vertices)", result["mesh"]["path"], result["mesh"]["n_vertices"])
         if logger is not None:
             logger.log_mesh("eval/mesh", out_dir / "mesh.ply")

@@ -1,6 +1,6 @@
 """Mesh export: density on a grid in the scene bounds -> marching cubes (PyMCubes) -> PLY with vertex colours.
 
-    python -m nerfexp.mesh run=<run dir> [mesh_resolution=256 mesh_threshold=25]   (or evaluate.py mesh=true)
+    python -m nerfexp.mesh run=<run dir> [mesh_resolution=256 mesh_threshold=25|auto]   (or evaluate.py mesh=true)
 
 For DTU the mesh is extracted in the normalised unit-sphere frame and mapped back to world coordinates with the
 dataset's ``scale_mat``.
@@ -13,21 +13,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nerfexp.cameras import Intrinsics
 from nerfexp.config import ConfigError
+from nerfexp.mesh_render import render_mesh_view
 from nerfexp.pipeline import NeRFPipeline
 
 
 @torch.inference_mode()
 def density_grid(pipeline: NeRFPipeline, lo: np.ndarray, hi: np.ndarray, resolution: int, device: torch.device,
                  chunk: int = 65536) -> np.ndarray:
-    """Density of the fine field (coarse when there is none) at ``resolution^3`` points spanning [lo, hi]."""
+    """The pipeline's density (fine field, coarse when there is none; ``-sdf`` for SDF pipelines) at
+    ``resolution^3`` points spanning [lo, hi]."""
     field = pipeline.fine_field if pipeline.fine_field is not None else pipeline.coarse_field
+    density = pipeline.density_fn(field)
     axes = [torch.linspace(float(lo[k]), float(hi[k]), resolution) for k in range(3)]
     pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
     out = torch.empty(pts.shape[0])
     for s in range(0, pts.shape[0], chunk):
-        x = pts[s:s + chunk].to(device)
-        out[s:s + chunk] = field.density(pipeline.pos_encoder(x)).float().cpu()
+        out[s:s + chunk] = density(pts[s:s + chunk].to(device)).float().cpu()
     return out.reshape(resolution, resolution, resolution).numpy()
 
 
@@ -35,13 +38,11 @@ def density_grid(pipeline: NeRFPipeline, lo: np.ndarray, hi: np.ndarray, resolut
 def vertex_colors(pipeline: NeRFPipeline, vertices: np.ndarray, normals: np.ndarray, device: torch.device,
                   chunk: int = 65536) -> np.ndarray:
     """Colour at each vertex seen head-on (view direction against the outward normal), ``(V, 3)`` in [0, 1]."""
-    field = pipeline.fine_field if pipeline.fine_field is not None else pipeline.coarse_field
     cols = []
     for s in range(0, len(vertices), chunk):
         x = torch.from_numpy(vertices[s:s + chunk]).float().to(device)
         d = -torch.from_numpy(normals[s:s + chunk]).float().to(device)
-        rgb, _ = field(pipeline.pos_encoder(x).unsqueeze(1), pipeline.dir_encoder(d))
-        cols.append(rgb[:, 0].float().cpu().numpy())
+        cols.append(pipeline.point_colors(x, d).float().cpu().numpy())
     return np.concatenate(cols) if cols else np.zeros((0, 3))
 
 
@@ -89,14 +90,20 @@ def write_ply(path: Path, vertices: np.ndarray, faces: np.ndarray, colors: np.nd
 
 
 def extract_mesh(pipeline: NeRFPipeline, out_path: Path, bounds: tuple[np.ndarray, np.ndarray], resolution: int,
-                 threshold: float | str, device: torch.device, to_world: np.ndarray | None = None) -> dict:
-    """Marching cubes of the density at ``threshold`` (``"auto"``: halfway between the grid's min and max)
-    inside ``bounds``; writes a coloured PLY.
+                 threshold: float | str | None, device: torch.device, to_world: np.ndarray | None = None,
+                 views: list[tuple[str, np.ndarray, Intrinsics]] = ()) -> dict:
+    """Marching cubes of the density at ``threshold`` (``"auto"``: halfway between the grid's min and max;
+    None: the pipeline's ``mesh_level``, 25 for densities and 0, the zero level set, for SDFs) inside
+    ``bounds``; writes a coloured PLY.
 
     ``to_world``: optional 4x4 similarity applied to the vertices last (DTU's ``scale_mat``).
-    Returns ``{"path", "n_vertices", "n_faces"}``."""
+    ``views``: ``(name, c2w, intrinsics)`` cameras of the scene frame; a shaded render of the mesh from each is
+    written to ``<out_path folder>/mesh_views/<name>.png``.
+    Returns ``{"path", "n_vertices", "n_faces", "views"}``."""
     lo, hi = (np.asarray(b, dtype=np.float64) for b in bounds)
     grid = density_grid(pipeline, lo, hi, resolution, device)
+    if threshold is None:
+        threshold = pipeline.mesh_level
     if threshold == "auto":
         threshold = 0.5 * float(grid.min() + grid.max())
     threshold = float(threshold)
@@ -108,12 +115,14 @@ def extract_mesh(pipeline: NeRFPipeline, out_path: Path, bounds: tuple[np.ndarra
     if np.mean(np.sum(normals * (verts - verts.mean(0)), -1)) < 0:  # winding differs between versions
         normals = -normals
     colors = vertex_colors(pipeline, verts, normals, device)
+    view_paths = [str(render_mesh_view(verts, faces, c2w, intr, out_path.parent / "mesh_views" / f"{name}.png"))
+                  for name, c2w, intr in views]
     if to_world is not None:
         verts = verts @ to_world[:3, :3].T + to_world[:3, 3]
         normals = normals @ to_world[:3, :3].T
         normals /= np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
     write_ply(out_path, verts, faces, colors, normals)
-    return {"path": str(out_path), "n_vertices": int(len(verts)), "n_faces": int(len(faces))}
+    return {"path": str(out_path), "n_vertices": int(len(verts)), "n_faces": int(len(faces)), "views": view_paths}
 
 
 def mesh_bounds(dataset) -> tuple[np.ndarray, np.ndarray]:

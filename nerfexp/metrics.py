@@ -53,3 +53,11 @@ class LPIPS:
         p = pred.clamp(0, 1).permute(2, 0, 1).unsqueeze(0).float()
         t = target.permute(2, 0, 1).unsqueeze(0).float()
         return float(self.metric(p, t))
+
+
+def mask_iou(acc: Tensor, mask: Tensor, threshold: float = 0.5) -> float:
+    """Intersection over union of the rendered opacity ``acc`` and an object ``mask`` (both ``(H, W)``),
+    each thresholded at ``threshold``."""
+    a, m = acc.detach().cpu() > threshold, mask.detach().cpu() > threshold
+    union = (a | m).sum().item()
+    return (a & m).sum().item() / union if union else 1.0

@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from nerfexp.cameras import RayBundle
+from nerfexp.config import ConfigError
 
 
 class NeRFPipeline(nn.Module):
@@ -20,6 +21,9 @@ class NeRFPipeline(nn.Module):
             with ``march(rays, density_fn, training)`` (one pass; ``update(step, density_fn)`` for its state).
         renderer: callable compositing ``(rgbs, sigmas, t_vals, directions, background, training)``.
     """
+
+    render_keys = ("rgb", "depth", "disp", "acc")  # what evaluation renders per pixel
+    mesh_level = 25.0  # default density iso-level of mesh export (1/scene unit)
 
     def __init__(self, pos_encoder: nn.Module, dir_encoder: nn.Module, coarse_field: nn.Module,
                  fine_field: nn.Module | None, sampler, renderer):
@@ -36,6 +40,12 @@ class NeRFPipeline(nn.Module):
     def density_fn(self, field: nn.Module):
         """World points ``(..., 3)`` -> density ``(...)`` of ``field`` (for occupancy grids and meshes)."""
         return lambda pts: field.density(self.pos_encoder(pts))
+
+    def point_colors(self, pts: Tensor, view_dirs: Tensor) -> Tensor:
+        """Colour ``(N, 3)`` of the fine field (coarse without one) at points ``(N, 3)`` seen along ``view_dirs``."""
+        field = self.fine_field if self.fine_field is not None else self.coarse_field
+        rgb, _ = field(self.pos_encoder(pts).unsqueeze(1), self.dir_encoder(view_dirs))
+        return rgb[:, 0]
 
     def update_state(self, step: int) -> None:
         """Per-training-step upkeep of stateful samplers (the occupancy grid)."""
@@ -84,8 +94,10 @@ class NeRFPipeline(nn.Module):
 
     @torch.inference_mode()
     def render_rays_chunked(self, rays: RayBundle, background: Tensor | None, chunk: int,
-                            keys: tuple[str, ...] = ("rgb", "depth", "disp", "acc")) -> dict[str, Tensor]:
-        """Render any number of rays in chunks of ``chunk`` rays, without gradients (evaluation)."""
+                            keys: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+        """Render any number of rays in chunks of ``chunk`` rays, without gradients (evaluation); ``keys``
+        default to :attr:`render_keys`."""
+        keys = self.render_keys if keys is None else keys
         outs: dict[str, list[Tensor]] = {k: [] for k in keys}
         for start in range(0, len(rays), chunk):
             out = self(rays[start:start + chunk], background, training=False)
@@ -95,15 +107,31 @@ class NeRFPipeline(nn.Module):
 
 
 def build_pipeline(cfg: DictConfig) -> NeRFPipeline:
-    """Build the pipeline from the ``encoder``, ``field``, ``sampler`` and ``renderer`` config groups."""
+    """Build the pipeline from the ``encoder``, ``field``, ``sampler`` and ``renderer`` config groups; the
+    renderer names its pipeline (``pipeline = "sdf"`` for NeuS, the density pipeline otherwise)."""
     pos_encoder = instantiate(cfg.encoder.position)
     dir_encoder = instantiate(cfg.encoder.direction)
     sampler = instantiate(cfg.sampler)
     renderer = instantiate(cfg.renderer)
+    if getattr(renderer, "pipeline", "density") == "sdf":
+        from nerfexp.sdf_pipeline import SDFPipeline
+
+        field = instantiate(cfg.field, pos_dim=pos_encoder.out_dim, dir_dim=dir_encoder.out_dim)
+        if not hasattr(field, "geometry_with_gradient"):
+            raise ConfigError(f"renderer={type(renderer).__name__} needs an SDF field (field=sdf), got "
+                              f"{type(field).__name__}")
+        if not hasattr(sampler, "sample"):
+            raise ConfigError(f"renderer={type(renderer).__name__} needs an SDF sampler (sampler=neus), got "
+                              f"{type(sampler).__name__}")
+        return SDFPipeline(pos_encoder, dir_encoder, field, sampler, renderer)
 
     def make_field() -> nn.Module:
         return instantiate(cfg.field, pos_dim=pos_encoder.out_dim, dir_dim=dir_encoder.out_dim)
 
     coarse = make_field()
+    if hasattr(coarse, "geometry_with_gradient"):
+        raise ConfigError("field=sdf renders with renderer=neus (it has no density for the volume renderer)")
+    if not (hasattr(sampler, "coarse") or hasattr(sampler, "march")):
+        raise ConfigError(f"sampler {type(sampler).__name__} is for SDF fields: use it with renderer=neus")
     fine = make_field() if sampler.n_importance > 0 else None
     return NeRFPipeline(pos_encoder, dir_encoder, coarse, fine, sampler, renderer)

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nerfexp.cameras import RayBundle
+from nerfexp.cameras import RayBundle, sphere_near_far
 from nerfexp.data.scene import SceneSplit
+from nerfexp.samplers.stratified import stratified_t
 
 
 def center_ray(split: SceneSplit, index: int = 0) -> RayBundle:
@@ -43,6 +44,8 @@ def ray_samples(pipeline, ray: RayBundle, background: Tensor | None = None, trai
     try:
         if hasattr(pipeline.sampler, "march"):  # ray marching: one pass, the samples the occupancy grid kept
             return marched_ray_samples(pipeline, ray, background, training)
+        if hasattr(pipeline.sampler, "sample"):  # SDF up-sampling: uniform samples, then samples at the surface
+            return sdf_ray_samples(pipeline, ray, background, training)
         d_enc = pipeline.dir_encoder(ray.viewdirs)
         t_coarse = pipeline.sampler.coarse(ray, training)
         rgb, sigma = pipeline.query(pipeline.coarse_field, ray, t_coarse, d_enc)
@@ -79,6 +82,20 @@ def marched_ray_samples(pipeline, ray: RayBundle, background: Tensor | None, tra
     return {"t_coarse": t[0].detach().float().cpu().numpy(), "weights_coarse": out["weights"][0].detach().float()
             .cpu().numpy(), "t_fine": empty, "weights_fine": empty, "t_importance": empty,
             "near": float(ray.near[0, 0]), "far": float(ray.far[0, 0])}
+
+
+def sdf_ray_samples(pipeline, ray: RayBundle, background: Tensor | None, training: bool) -> dict:
+    """:func:`ray_samples` for an SDF pipeline: the uniform samples as "coarse" (no weights of their own), all
+    samples and the NeuS weights as "fine", the up-sampled ones as "importance"."""
+    clipped = sphere_near_far(ray, pipeline.renderer.radius)
+    t = pipeline.sampler.sample(clipped, pipeline.sdf_fn, pipeline.renderer.radius, training)
+    t_uniform = stratified_t(clipped.near, clipped.far, pipeline.sampler.n_samples)
+    weights = pipeline(ray, background, training=False)["weights"]
+    to_np = lambda x: x.detach().float().cpu().numpy()  # noqa: E731
+    return {"t_coarse": to_np(t_uniform[0]), "weights_coarse": np.zeros(t_uniform.shape[1], dtype=np.float32),
+            "t_fine": to_np(t[0]), "weights_fine": to_np(weights[0]),
+            "t_importance": to_np(t[0][~torch.isin(t[0], t_uniform[0])]),
+            "near": float(clipped.near[0, 0]), "far": float(clipped.far[0, 0])}
 
 
 def plot_ray_samples(pipeline, ray: RayBundle, path: Path, background: Tensor | None = None,

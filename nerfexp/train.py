@@ -114,6 +114,11 @@ class Trainer:
             return marched
         return self.cfg.sampler.n_samples + self.cfg.sampler.get("n_importance", 0)
 
+    def renderer_state(self) -> dict:
+        """Learned renderer quantities worth a curve (NeuS's sharpness ``inv_s``)."""
+        inv_s = getattr(self.pipeline.renderer, "inv_s", None)
+        return {"inv_s": float(inv_s())} if inv_s is not None else {}
+
     def current_lr(self) -> float:
         return lr_at(self.progress(), self.cfg.optim.lr, self.cfg.optim.lr_final) * self.lr_scale
 
@@ -133,6 +138,15 @@ class Trainer:
         loss = mse
         if "rgb_coarse" in out:
             loss = loss + self.cfg.trainer.coarse_loss_weight * torch.mean((out["rgb_coarse"] - target) ** 2)
+        if "regularizer" in out:  # e.g. NeuS's weighted eikonal term
+            loss = loss + out["regularizer"]
+        mask_weight = self.cfg.trainer.get("mask_loss_weight", 0.0)
+        if mask_weight:
+            mask = split.alphas[img, j, i, 0]
+            if "ray_index" in out:
+                mask = mask[out["ray_index"]]
+            acc = out["acc"].clamp(1e-3, 1.0 - 1e-3)
+            loss = loss + mask_weight * torch.nn.functional.binary_cross_entropy(acc, mask)
         return loss, mse
 
     def train_step(self) -> tuple[float, float, bool]:
@@ -297,7 +311,7 @@ class Trainer:
                     self.log({"loss": loss, "train_psnr": batch_psnr, "lr": self.optimizer.param_groups[0]["lr"],
                               "rays_per_s": rays_s, "time_s": self.train_time,
                               "samples_per_ray": self.samples_per_ray(),
-                              "skipped_steps": self.skipped_steps})
+                              "skipped_steps": self.skipped_steps, **self.renderer_state()})
                     bar.set_postfix(step=self.step, loss=f"{loss:.4f}", psnr=f"{batch_psnr:.2f}",
                                     rays_s=f"{rays_s:.0f}")
                 if self.maybe_restart():

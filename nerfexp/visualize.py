@@ -36,6 +36,15 @@ def depth_image(out: dict[str, Tensor], near: float, far: float) -> Tensor:
     return colorize_depth(out["depth"] / out["acc"].clamp(min=1e-6), out["acc"], near, far)
 
 
+def normal_image(normal: Tensor, acc: Tensor, c2w: Tensor) -> Tensor:
+    """``(H, W, 3)`` world-space normals -> colours of the camera-frame normal (x right, y up, z towards the
+    camera) mapped from [-1, 1] to [0, 1]; empty pixels (acc < 0.5) are white."""
+    n = normal.detach().float().cpu() / acc.detach().float().cpu().clamp(min=1e-6).unsqueeze(-1)
+    n = torch.nn.functional.normalize(n @ c2w[:3, :3].detach().float().cpu(), dim=-1)  # R^T n, row-wise
+    img = 0.5 * (n + 1.0)
+    return torch.where((acc.detach().cpu() > 0.5).unsqueeze(-1), img, torch.ones_like(img))
+
+
 def error_map(pred: Tensor, target: Tensor, vmax: float = 0.25) -> Tensor:
     """``(H, W, 3)`` heat map (inferno) of the per-pixel mean absolute error, saturating at ``vmax``."""
     import matplotlib

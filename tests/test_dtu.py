@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 
 from nerfexp.data.demo import DemoSceneSpec, focal_length, pixel_rays
 from nerfexp.data.dtu import DTUDataset, decompose_projection
+from nerfexp.data.render_paths import azimuths
 from nerfexp.data.writers import surrounding_poses, write_dtu_scene
 from conftest import compose_train
 
@@ -136,6 +137,13 @@ def test_render_path_orbits_the_origin_looking_at_it(unit_scene: Path):
     camera_dist = np.linalg.norm(dataset.c2w[:, :3, 3], axis=-1)
     assert camera_dist.min() - 1e-6 <= dist[0] <= camera_dist.max() + 1e-6
     np.testing.assert_allclose(path[:, :3, 2], centers / dist[:, None], atol=1e-6)  # looks at the origin
+    # it stays on the captured side: every path azimuth within the cameras' azimuth range
+    up = dataset.c2w[:, :3, 1].sum(0)
+    ref = dataset.c2w[:, :3, 3].mean(0)
+    cam_az = azimuths(dataset.c2w[:, :3, 3], up, ref)
+    path_az = azimuths(centers, up, ref)
+    assert cam_az.min() - 1e-6 <= path_az.min() and path_az.max() <= cam_az.max() + 1e-6
+    assert path_az.max() - path_az.min() > 0.9 * (cam_az.max() - cam_az.min())  # and sweeps all of it
 
 
 def test_config_builds_the_dataset(unit_scene: Path):

@@ -27,7 +27,7 @@ import torch
 
 from nerfexp.cameras import Intrinsics
 from nerfexp.data.images import DatasetError, check_same_size, list_images, load_frames
-from nerfexp.data.render_paths import normalize, orbit_path
+from nerfexp.data.render_paths import azimuths, normalize, orbit_path
 from nerfexp.data.scene import BACKGROUNDS, SceneSplit
 
 SPLITS = ("train", "val", "test")
@@ -195,13 +195,21 @@ class DTUDataset:
                           self.far, names=[p.stem for p in paths], bounding_radius=self.bounding_radius)
 
     def render_path(self, n_frames: int = 120) -> torch.Tensor:
-        """``(n_frames, 4, 4)`` c2w orbiting the origin at the cameras' mean distance and mean height, looking at it.
+        """``(n_frames, 4, 4)`` c2w on an arc around the origin at the cameras' mean distance and mean height,
+        looking at it, sweeping over the cameras' azimuth range and back (a loop that never leaves the observed
+        side: DTU captures one side of the object).
 
-        "Up" is the cameras' mean up axis; the orbit starts at the first camera's azimuth.
+        "Up" is the cameras' mean up axis.
         """
         up = normalize(self.c2w[:, :3, 1].sum(0))
         pos = self.c2w[:, :3, 3]
         height = float((pos @ up).mean())
         radius = float(np.sqrt(max(np.linalg.norm(pos, axis=-1).mean() ** 2 - height ** 2, 0.0)))
-        poses = orbit_path(np.zeros(3), up, radius, height, n_frames, start=pos[0])
+        mean_dir = pos.mean(0)
+        if np.linalg.norm(mean_dir - (mean_dir @ up) * up) < 1e-3 * radius:  # cameras all around: any start
+            mean_dir = pos[0]
+        az = azimuths(pos, up, mean_dir)  # about the mean camera direction, so the range does not wrap
+        mid, half = 0.5 * (az.max() + az.min()), 0.5 * (az.max() - az.min())
+        angles = mid + half * np.sin(2.0 * np.pi * np.arange(n_frames) / max(n_frames, 1))
+        poses = orbit_path(np.zeros(3), up, radius, height, n_frames, start=mean_dir, angles=angles)
         return torch.from_numpy(poses.astype(np.float32))

@@ -73,13 +73,15 @@ def circle_path(radius: float, height: float, n_frames: int) -> np.ndarray:
 
 
 def orbit_path(center: np.ndarray, up: np.ndarray, radius: float, height: float, n_frames: int,
-               start: np.ndarray | None = None) -> np.ndarray:
+               start: np.ndarray | None = None, angles: np.ndarray | None = None) -> np.ndarray:
     """Cameras on a horizontal circle around ``center`` looking at it.
 
     Args:
         center: ``(3,)`` point looked at; up: ``(3,)`` axis of the orbit (need not be unit length).
         radius: distance from the axis; height: offset along ``up`` from ``center``.
-        start: optional ``(3,)`` direction of the first camera (projected onto the orbit's plane).
+        start: optional ``(3,)`` direction of angle 0 (projected onto the orbit's plane).
+        angles: ``(n_frames,)`` angles (radians, counter-clockwise about ``up`` from ``start``); default: the
+            full circle.
     Returns:
         ``(n_frames, 4, 4)`` c2w.
     """
@@ -91,6 +93,15 @@ def orbit_path(center: np.ndarray, up: np.ndarray, radius: float, height: float,
         e1 = np.cross(up, [0.0, 1.0, 0.0]) if abs(up[1]) < 0.9 else np.cross(up, [1.0, 0.0, 0.0])
     e1 = normalize(e1)
     e2 = np.cross(up, e1)
-    theta = np.linspace(0.0, 2.0 * np.pi, n_frames + 1)[:-1]
+    theta = np.linspace(0.0, 2.0 * np.pi, n_frames + 1)[:-1] if angles is None else np.asarray(angles, np.float64)
     positions = center + radius * (np.cos(theta)[:, None] * e1 + np.sin(theta)[:, None] * e2) + height * up
     return look_at(positions, center, up) if n_frames > 0 else np.zeros((0, 4, 4))
+
+
+def azimuths(positions: np.ndarray, up: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Angles ``(N,)`` of ``positions`` about the axis ``up`` through the origin, counter-clockwise from ``start``
+    (as :func:`orbit_path` measures them), in ``(-pi, pi]``."""
+    up = normalize(np.asarray(up, dtype=np.float64))
+    e1 = normalize(start - (start @ up) * up)
+    e2 = np.cross(up, e1)
+    return np.arctan2(positions @ e2, positions @ e1)

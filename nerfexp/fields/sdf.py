@@ -1,0 +1,109 @@
+"""A signed-distance field (NeuS / IDR style): a geometry MLP -> (SDF, feature), a colour MLP conditioned on
+position, normal, view direction and feature. Normals are the SDF's gradient, by autograd or finite differences."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+NORMAL_MODES = ("analytic", "finite_difference")
+
+# a regular tetrahedron's vertices: the mean of f over them is f(x) + O(h^2), and sum_k v_k f(x + h v_k) / (4h)
+# is the gradient + O(h * curvature), so four evaluations give both the SDF and its gradient (central differences
+# would take seven)
+_TETRA = torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, 1.0, 1.0]])
+
+
+class SDFField(nn.Module):
+    """``(world point, its encoding) -> (sdf, feature)``, and ``(point, normal, direction, feature) -> rgb``.
+
+    The geometry MLP sees the raw point next to its encoding. With ``geometric_init`` its weights start so that
+    ``sdf(x) ~ |x| - init_radius`` (the sphere initialisation of SAL/IDR): the encoding's input weights start at
+    zero and the activation is a softplus of sharpness ``beta``, as geometric initialisation assumes.
+
+    Args:
+        pos_dim, dir_dim: sizes of the position and view-direction encodings (given by the pipeline).
+        hidden, n_layers: width and number of hidden layers of the geometry MLP.
+        geo_feat_dim: feature size passed to the colour MLP.
+        color_hidden, color_layers: width and hidden layers of the colour MLP.
+        init_radius: radius of the initial sphere (world units).
+        geometric_init: start from the sphere (else PyTorch's default initialisation).
+        weight_norm: weight normalisation on the geometry MLP's layers.
+        beta: softplus sharpness.
+        normals: ``analytic`` (autograd, create_graph in training) or ``finite_difference`` (four evaluations on a
+            tetrahedron of size ``fd_eps``; needs no second-order gradients, so it works with encoders that only
+            give gradients to their parameters, such as the hash grid's CPU kernel).
+        fd_eps: finite-difference step (world units).
+    """
+
+    def __init__(self, pos_dim: int, dir_dim: int, hidden: int = 64, n_layers: int = 2, geo_feat_dim: int = 15,
+                 color_hidden: int = 64, color_layers: int = 2, init_radius: float = 0.5,
+                 geometric_init: bool = True, weight_norm: bool = False, beta: float = 100.0,
+                 normals: str = "analytic", fd_eps: float = 1e-3):
+        super().__init__()
+        if normals not in NORMAL_MODES:
+            raise ValueError(f"field.normals={normals!r} is not one of {NORMAL_MODES}")
+        self.geo_feat_dim, self.normals, self.fd_eps = geo_feat_dim, normals, fd_eps
+        dims = [3 + pos_dim] + [hidden] * n_layers + [1 + geo_feat_dim]
+        self.geo_layers = nn.ModuleList(nn.Linear(dims[k], dims[k + 1]) for k in range(len(dims) - 1))
+        if geometric_init:
+            self._geometric_init(init_radius)
+        if weight_norm:
+            self.geo_layers = nn.ModuleList(nn.utils.parametrizations.weight_norm(layer) for layer in self.geo_layers)
+        self.act = nn.Softplus(beta=beta)
+        color: list[nn.Module] = []
+        dim = 3 + 3 + dir_dim + geo_feat_dim
+        for _ in range(color_layers):
+            color += [nn.Linear(dim, color_hidden), nn.ReLU(inplace=True)]
+            dim = color_hidden
+        color.append(nn.Linear(dim, 3))
+        self.color_net = nn.Sequential(*color)
+
+    @torch.no_grad()
+    def _geometric_init(self, radius: float) -> None:
+        *hidden, last = self.geo_layers
+        for k, layer in enumerate(hidden):
+            nn.init.normal_(layer.weight, 0.0, math.sqrt(2.0) / math.sqrt(layer.out_features))
+            nn.init.zeros_(layer.bias)
+            if k == 0:
+                layer.weight[:, 3:] = 0.0  # the encoding joins in as training finds it useful
+        nn.init.normal_(last.weight, math.sqrt(math.pi) / math.sqrt(last.in_features), 1e-4)
+        nn.init.constant_(last.bias, -radius)
+        if not hidden:  # a linear "MLP" cannot represent |x|; keep at least the offset
+            nn.init.zeros_(last.weight)
+
+    def geometry(self, pts: Tensor, x_enc: Tensor) -> tuple[Tensor, Tensor]:
+        """``pts (..., 3)``, ``x_enc (..., pos_dim)`` -> sdf ``(...)``, feature ``(..., geo_feat_dim)``."""
+        h = torch.cat([pts, x_enc], dim=-1)
+        for k, layer in enumerate(self.geo_layers):
+            h = layer(h)
+            if k < len(self.geo_layers) - 1:
+                h = self.act(h)
+        return h[..., 0], h[..., 1:]
+
+    def color(self, pts: Tensor, normals: Tensor, d_enc: Tensor, feat: Tensor) -> Tensor:
+        """Colour in [0, 1] ``(..., 3)`` at ``pts`` with unit ``normals``, encoded view directions and features."""
+        return torch.sigmoid(self.color_net(torch.cat([pts, normals, d_enc, feat], dim=-1)))
+
+    def geometry_with_gradient(self, pts: Tensor, encode, training: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """SDF ``(...)``, feature and SDF gradient ``(..., 3)`` at world points ``pts``; ``encode`` maps points
+        to their encoding. The gradient keeps its graph in training (the eikonal loss trains through it)."""
+        if self.normals == "finite_difference" or not torch.is_grad_enabled():
+            return self._finite_difference(pts, encode)
+        with torch.enable_grad():
+            x = pts.detach().requires_grad_(True) if not pts.requires_grad else pts
+            sdf, feat = self.geometry(x, encode(x))
+            (grad,) = torch.autograd.grad(sdf, x, torch.ones_like(sdf), create_graph=training)
+        return sdf, feat, grad
+
+    def _finite_difference(self, pts: Tensor, encode) -> tuple[Tensor, Tensor, Tensor]:
+        offsets = _TETRA.to(pts) * self.fd_eps  # (4, 3)
+        probe = pts.unsqueeze(-2) + offsets  # (..., 4, 3)
+        sdf4, feat4 = self.geometry(probe, encode(probe))
+        grad = (sdf4.unsqueeze(-1) * _TETRA.to(pts)).sum(-2) / (4.0 * self.fd_eps)
+        return sdf4.mean(-1), feat4.mean(-2), grad
+
+    def sdf(self, pts: Tensor, encode) -> Tensor:
+        """SDF alone at world points ``(..., 3)`` (sampling, meshes)."""
+        return self.geometry(pts, encode(pts))[0]

@@ -1,0 +1,74 @@
+"""NeuS up-sampling for SDF fields: uniform samples, then rounds of importance samples drawn from the opacity a
+fixed, growing sharpness gives the current SDF, so samples gather at the surface before the field is queried."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from nerfexp.cameras import RayBundle
+from nerfexp.samplers.hierarchical import sample_pdf
+from nerfexp.samplers.stratified import stratified_t
+
+
+def section_alpha(t: Tensor, sdf: Tensor, inside: Tensor, inv_s: float) -> Tensor:
+    """Opacity ``(R, S - 1)`` of the sections between samples ``t`` ``(R, S)`` with SDF values ``sdf``, the slope
+    estimated from neighbouring samples (never positive: up-sampling looks for surfaces the ray enters)."""
+    mid = 0.5 * (sdf[:, 1:] + sdf[:, :-1])
+    dist = t[:, 1:] - t[:, :-1]
+    slope = (sdf[:, 1:] - sdf[:, :-1]) / (dist + 1e-5)
+    prev_slope = torch.cat([torch.zeros_like(slope[:, :1]), slope[:, :-1]], dim=-1)
+    slope = torch.minimum(prev_slope, slope).clamp(-1e3, 0.0) * inside
+    cdf_prev = torch.sigmoid((mid - slope * dist * 0.5) * inv_s)
+    cdf_next = torch.sigmoid((mid + slope * dist * 0.5) * inv_s)
+    return (cdf_prev - cdf_next + 1e-5) / (cdf_prev + 1e-5)
+
+
+class NeuSUpSampler:
+    """``n_samples`` uniform samples in [near, far], then ``up_sample_steps`` rounds that each add
+    ``n_importance / up_sample_steps`` samples by inverse-CDF sampling of the sections' opacity at sharpness
+    ``base_inv_s * 2^round`` (the field's own sharpness is not used: it is small early in training).
+
+    Args:
+        n_samples: uniform samples per ray.
+        n_importance: up-sampled samples per ray (0: none).
+        up_sample_steps: rounds.
+        base_inv_s: sharpness of the first round.
+        perturb: jitter the uniform samples in training.
+    """
+
+    def __init__(self, n_samples: int = 64, n_importance: int = 64, up_sample_steps: int = 4,
+                 base_inv_s: float = 64.0, perturb: bool = True):
+        if n_samples <= 1:
+            raise ValueError(f"sampler.n_samples={n_samples} must be > 1")
+        if n_importance and (up_sample_steps < 1 or n_importance % up_sample_steps):
+            raise ValueError(f"sampler.n_importance={n_importance} must be a multiple of "
+                             f"sampler.up_sample_steps={up_sample_steps}")
+        self.n_samples, self.n_importance = n_samples, n_importance
+        self.up_sample_steps, self.base_inv_s, self.perturb = up_sample_steps, base_inv_s, perturb
+
+    @torch.no_grad()
+    def sample(self, rays: RayBundle, sdf_fn: Callable[[Tensor], Tensor], radius: float,
+               training: bool) -> Tensor:
+        """Sorted depths ``(R, n_samples + n_importance)``; ``sdf_fn`` maps world points ``(..., 3)`` to SDF."""
+        t = stratified_t(rays.near, rays.far, self.n_samples, perturb=self.perturb and training)
+        if not self.n_importance:
+            return t
+        sdf = sdf_fn(self._points(rays, t))
+        per_round = self.n_importance // self.up_sample_steps
+        for k in range(self.up_sample_steps):
+            pts = self._points(rays, t)
+            inside = (pts.norm(dim=-1) < radius).to(t.dtype)
+            inside = torch.maximum(inside[:, 1:], inside[:, :-1])
+            alpha = section_alpha(t, sdf, inside, self.base_inv_s * 2 ** k)
+            trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-7], -1), -1)[:, :-1]
+            t_new = sample_pdf(t, alpha * trans, per_round, deterministic=True)
+            t, order = torch.sort(torch.cat([t, t_new], dim=-1), dim=-1)
+            if k + 1 < self.up_sample_steps:  # the last round's SDF is not needed here
+                sdf = torch.cat([sdf, sdf_fn(self._points(rays, t_new))], dim=-1).gather(-1, order)
+        return t
+
+    @staticmethod
+    def _points(rays: RayBundle, t: Tensor) -> Tensor:
+        return rays.origins.unsqueeze(1) + rays.directions.unsqueeze(1) * t.unsqueeze(-1)
