@@ -123,6 +123,24 @@ def sphere_near_far(rays: RayBundle, radius: float) -> RayBundle:
     return RayBundle(o, d, rays.viewdirs, near, far)
 
 
+def ray_box(rays: RayBundle, bound: float) -> tuple[Tensor, Tensor]:
+    """Ray parameters ``(R, 1)`` where each ray enters and leaves ``[-bound, bound]^3``, clipped to near/far;
+    enter >= leave for rays that miss."""
+    inv = 1.0 / torch.where(rays.directions.abs() < 1e-9, torch.full_like(rays.directions, 1e-9), rays.directions)
+    t_a = (-bound - rays.origins) * inv
+    t_b = (bound - rays.origins) * inv
+    t_enter = torch.minimum(t_a, t_b).amax(-1, keepdim=True)
+    t_leave = torch.maximum(t_a, t_b).amin(-1, keepdim=True)
+    return torch.maximum(t_enter, rays.near), torch.minimum(t_leave, rays.far)
+
+
+def box_near_far(rays: RayBundle, bound: float) -> RayBundle:
+    """Clip each ray's [near, far] to the box ``[-bound, bound]^3``; a ray that misses it gets ``far = near``
+    (no length to sample: it shows the background)."""
+    near, far = ray_box(rays, bound)
+    return RayBundle(rays.origins, rays.directions, rays.viewdirs, near, torch.maximum(far, near))
+
+
 def ndc_rays(rays: RayBundle, focal: float, width: int, height: int, near_plane: float = 1.0) -> RayBundle:
     """Map rays of a forward-facing camera to normalised device coordinates (NeRF's LLFF setting).
 

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from nerfexp.cameras import Intrinsics, focal_from_fov, image_rays, rays_from_pixels
+from nerfexp.cameras import Intrinsics, RayBundle, focal_from_fov, image_rays, rays_from_pixels
 
 
 def look_at(position, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0)) -> torch.Tensor:
@@ -65,3 +65,15 @@ def test_sphere_near_far_clips_rays_to_the_sphere():
     out = sphere_near_far(rays, 1.0)
     assert torch.allclose(out.near[:, 0], torch.tensor([1.0, 0.1, 0.1]))  # hit at z=1 (t=1 with |d|=2)
     assert torch.allclose(out.far[:, 0], torch.tensor([2.0, 9.0, 1.5]))  # exit at z=-1; miss keeps far
+
+
+def test_box_near_far_clips_to_the_box_and_empties_missing_rays():
+    from nerfexp.cameras import box_near_far
+
+    o = torch.tensor([[-4.0, 0.0, 0.0], [-4.0, 3.0, 0.0], [-4.0, 0.5, 0.2]])
+    d = torch.tensor([[2.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])  # t in units of the direction
+    rays = box_near_far(RayBundle(o, d, d / d.norm(dim=-1, keepdim=True), torch.full((3, 1), 2.0),
+                                  torch.full((3, 1), 6.0)), 1.5)
+    assert torch.allclose(rays.near[:, 0], torch.tensor([2.0, 2.5, 2.5]))  # ray 0 enters at t=1.25 < near
+    assert torch.allclose(rays.far[:, 0], torch.tensor([2.75, 2.5, 5.5]))
+    assert rays.far[1, 0] == rays.near[1, 0]  # ray 1 misses the box: no length left to sample

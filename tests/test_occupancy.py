@@ -5,9 +5,9 @@ import math
 
 import torch
 
-from nerfexp.cameras import RayBundle
+from nerfexp.cameras import RayBundle, ray_box
 from nerfexp.render import composite
-from nerfexp.samplers.occupancy import OccupancySampler, compact, ray_box
+from nerfexp.samplers.occupancy import OccupancySampler, compact
 
 
 def rays_down_z(xy: list[tuple[float, float]], z: float = 4.0, near: float = 0.5, far: float = 10.0) -> RayBundle:

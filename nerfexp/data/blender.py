@@ -15,11 +15,18 @@ __all__ = ["BlenderDataset", "DatasetError", "load_frames"]
 
 
 class BlenderDataset:
-    """NeRF-synthetic scenes. ``downscale`` is an integer area-averaging factor (``half_res`` = 2)."""
+    """NeRF-synthetic scenes. ``downscale`` is an integer area-averaging factor (``half_res`` = 2).
+
+    ``scene_box``: half side of a box around the origin that holds the object (1.5 for NeRF-synthetic); rays then
+    sample only where they cross it, instead of all of [near, far]."""
 
     def __init__(self, root: str | Path, downscale: int = 1, background: str = "white", near: float = 2.0,
-                 far: float = 6.0, testskip: int = 1, half_res: bool = False, n_views: int | None = None):
+                 far: float = 6.0, testskip: int = 1, half_res: bool = False, n_views: int | None = None,
+                 scene_box: float | None = None):
         self.root = Path(root).expanduser()
+        if scene_box is not None and not float(scene_box) > 0:
+            raise ValueError(f"dataset.scene_box={scene_box!r} must be a positive half side or null")
+        self.scene_box = None if scene_box is None else float(scene_box)
         if n_views is not None and int(n_views) < 1:
             raise ValueError(f"dataset.n_views={n_views!r} must be a positive integer or null")
         self.n_views = None if n_views is None else int(n_views)
@@ -88,7 +95,8 @@ class BlenderDataset:
         cy = meta.get("cy", full_h / 2.0)
         intr = Intrinsics(fx, fy, cx, cy, full_w, full_h).scaled(self.downscale)
         return SceneSplit(torch.from_numpy(colors), torch.from_numpy(alphas), torch.from_numpy(c2w_np), intr,
-                          self.near, self.far, names=[Path(f["file_path"]).name for f in frames])
+                          self.near, self.far, names=[Path(f["file_path"]).name for f in frames],
+                          bounding_box=self.scene_box)
 
     def render_path(self, n_frames: int = 120) -> torch.Tensor:
         """``(n_frames, 4, 4)`` c2w orbiting the origin at the test cameras' mean distance and height (+z up)."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from nerfexp.cameras import Intrinsics, RayBundle, ndc_rays, rays_from_pixels, sphere_near_far
+from nerfexp.cameras import Intrinsics, RayBundle, box_near_far, ndc_rays, rays_from_pixels, sphere_near_far
 
 BACKGROUNDS = ("white", "black", "random")
 
@@ -30,6 +30,7 @@ class SceneSplit:
     names: list[str] = field(default_factory=list)
     ndc: bool = False  # forward-facing scenes: rays are mapped to NDC, t in [0, 1]
     bounding_radius: float | None = None  # object inside this sphere: each ray samples only where it crosses it
+    bounding_box: float | None = None  # object inside [-b, b]^3: each ray samples only where it crosses the box
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -50,6 +51,8 @@ class SceneSplit:
             rays = ndc_rays(rays, self.intrinsics.fx, self.intrinsics.width, self.intrinsics.height)
         elif self.bounding_radius is not None:
             rays = sphere_near_far(rays, self.bounding_radius)
+        if self.bounding_box is not None and not self.ndc:
+            rays = box_near_far(rays, self.bounding_box)
         return rays
 
     def rays(self, index: int) -> RayBundle:
@@ -66,7 +69,8 @@ class SceneSplit:
         intr = self.intrinsics.scaled(1.0 / scale) if scale != 1.0 else self.intrinsics
         blank = torch.zeros(1, 1, 1, 1).expand(n, intr.height, intr.width, 3)
         return SceneSplit(blank, blank[..., :1], c2w.float().to(self.c2w.device), intr, self.near,
-                          self.far, [f"{k:04d}" for k in range(n)], self.ndc, self.bounding_radius)
+                          self.far, [f"{k:04d}" for k in range(n)], self.ndc, self.bounding_radius,
+                          self.bounding_box)
 
     def pixel_colors(self, image: Tensor, i: Tensor, j: Tensor, background: Tensor) -> Tensor:
         """Target colours ``(B, 3)`` of pixels ``(image, i, j)`` composited on ``background`` ``(3,)`` or ``(B, 3)``."""
@@ -75,7 +79,7 @@ class SceneSplit:
     def to(self, device: torch.device | str) -> "SceneSplit":
         """A copy with images, alphas and poses on ``device``."""
         return SceneSplit(self.images.to(device), self.alphas.to(device), self.c2w.to(device), self.intrinsics,
-                          self.near, self.far, list(self.names), self.ndc, self.bounding_radius)
+                          self.near, self.far, list(self.names), self.ndc, self.bounding_radius, self.bounding_box)
 
     def composited(self, index: int, background: Tensor) -> Tensor:
         """Image ``index`` composited on ``background`` (3,): ``(H, W, 3)``."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from nerfexp.cameras import RayBundle
+from nerfexp.cameras import RayBundle, ray_box
 from nerfexp.kernels import cpu_kernels
 from nerfexp.render import compositing_weights
 
@@ -29,17 +29,6 @@ class MarchedSamples:
     deltas: Tensor
     mask: Tensor
     rays: Tensor | None = None
-
-
-def ray_box(rays: RayBundle, bound: float) -> tuple[Tensor, Tensor]:
-    """Ray parameters ``(R, 1)`` where each ray enters and leaves ``[-bound, bound]^3``, clipped to near/far;
-    enter >= leave for rays that miss."""
-    inv = 1.0 / torch.where(rays.directions.abs() < 1e-9, torch.full_like(rays.directions, 1e-9), rays.directions)
-    t_a = (-bound - rays.origins) * inv
-    t_b = (bound - rays.origins) * inv
-    t_enter = torch.minimum(t_a, t_b).amax(-1, keepdim=True)
-    t_leave = torch.maximum(t_a, t_b).amin(-1, keepdim=True)
-    return torch.maximum(t_enter, rays.near), torch.minimum(t_leave, rays.far)
 
 
 def compact(t: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
