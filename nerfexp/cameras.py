@@ -56,6 +56,13 @@ class RayBundle:
     def to(self, device: torch.device | str) -> "RayBundle":
         return RayBundle(*(t.to(device) for t in (self.origins, self.directions, self.viewdirs, self.near, self.far)))
 
+    def points(self, t: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Points at ray parameters ``t``: ``(N, S)`` samples per ray -> ``(N, S, 3)``; with ``rows`` ``(K,)``,
+        one sample of ray ``rows[k]`` at ``t[k]`` -> ``(K, 3)``."""
+        if rows is None:
+            return self.origins.unsqueeze(1) + self.directions.unsqueeze(1) * t.unsqueeze(-1)
+        return self.origins[rows] + self.directions[rows] * t.unsqueeze(-1)
+
 
 def pixel_directions(i: Tensor, j: Tensor, intrinsics: Tensor) -> Tensor:
     """Camera-space directions through pixel centres.

@@ -34,8 +34,7 @@ class NeRFPipeline(nn.Module):
 
     def query(self, field: nn.Module, rays: RayBundle, t_vals: Tensor, d_enc: Tensor) -> tuple[Tensor, Tensor]:
         """Field outputs at ``t_vals`` ``(R, S)``: rgb ``(R, S, 3)`` and sigma ``(R, S)``."""
-        pts = rays.origins.unsqueeze(1) + rays.directions.unsqueeze(1) * t_vals.unsqueeze(-1)
-        return field(self.pos_encoder(pts), d_enc)
+        return field(self.pos_encoder(rays.points(t_vals)), d_enc)
 
     def density_fn(self, field: nn.Module):
         """World points ``(..., 3)`` -> density ``(...)`` of ``field`` (for occupancy grids and meshes)."""
@@ -79,7 +78,7 @@ class NeRFPipeline(nn.Module):
             if background is not None and background.dim() == 2:
                 background = background[samples.rays]
         rows, cols = samples.mask.nonzero(as_tuple=True)
-        pts = rays.origins[rows] + rays.directions[rows] * samples.t[rows, cols, None]
+        pts = rays.points(samples.t[rows, cols], rows)
         # each kept sample as a one-sample "ray", so every field's (R, S, D) interface applies unchanged
         rgb_kept, sigma_kept = field(self.pos_encoder(pts).unsqueeze(1), self.dir_encoder(rays.viewdirs)[rows])
         shape = samples.t.shape
@@ -113,10 +112,14 @@ def build_pipeline(cfg: DictConfig) -> NeRFPipeline:
     dir_encoder = instantiate(cfg.encoder.direction)
     sampler = instantiate(cfg.sampler)
     renderer = instantiate(cfg.renderer)
+
+    def make_field() -> nn.Module:
+        return instantiate(cfg.field, pos_dim=pos_encoder.out_dim, dir_dim=dir_encoder.out_dim)
+
     if getattr(renderer, "pipeline", "density") == "sdf":
         from nerfexp.sdf_pipeline import SDFPipeline
 
-        field = instantiate(cfg.field, pos_dim=pos_encoder.out_dim, dir_dim=dir_encoder.out_dim)
+        field = make_field()
         if not hasattr(field, "geometry_with_gradient"):
             raise ConfigError(f"renderer={type(renderer).__name__} needs an SDF field (field=sdf), got "
                               f"{type(field).__name__}")
@@ -124,9 +127,6 @@ def build_pipeline(cfg: DictConfig) -> NeRFPipeline:
             raise ConfigError(f"renderer={type(renderer).__name__} needs an SDF sampler (sampler=neus), got "
                               f"{type(sampler).__name__}")
         return SDFPipeline(pos_encoder, dir_encoder, field, sampler, renderer)
-
-    def make_field() -> nn.Module:
-        return instantiate(cfg.field, pos_dim=pos_encoder.out_dim, dir_dim=dir_encoder.out_dim)
 
     coarse = make_field()
     if hasattr(coarse, "geometry_with_gradient"):

@@ -56,7 +56,7 @@ class SDFPipeline(NeRFPipeline):
         last = (rays.far - rays.near) / self.sampler.n_samples
         dists = torch.cat([t[:, 1:] - t[:, :-1], last.expand(-1, 1)], dim=-1)
         t_mid = t + 0.5 * dists
-        pts = rays.origins.unsqueeze(1) + rays.directions.unsqueeze(1) * t_mid.unsqueeze(-1)
+        pts = rays.points(t_mid)
         field = self.coarse_field
         sdf, feat, grad = field.geometry_with_gradient(pts, self.pos_encoder, training)
         d_enc = self.dir_encoder(rays.viewdirs).unsqueeze(1).expand(*pts.shape[:-1], -1)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from nerfexp.cameras import RayBundle
+from nerfexp.render_neus import alpha_weights, neus_alpha
 from nerfexp.samplers.hierarchical import sample_pdf
 from nerfexp.samplers.stratified import stratified_t
 
@@ -20,9 +21,8 @@ def section_alpha(t: Tensor, sdf: Tensor, inside: Tensor, inv_s: float) -> Tenso
     slope = (sdf[:, 1:] - sdf[:, :-1]) / (dist + 1e-5)
     prev_slope = torch.cat([torch.zeros_like(slope[:, :1]), slope[:, :-1]], dim=-1)
     slope = torch.minimum(prev_slope, slope).clamp(-1e3, 0.0) * inside
-    cdf_prev = torch.sigmoid((mid - slope * dist * 0.5) * inv_s)
-    cdf_next = torch.sigmoid((mid + slope * dist * 0.5) * inv_s)
-    return (cdf_prev - cdf_next + 1e-5) / (cdf_prev + 1e-5)
+    # a slope <= 0 per unit t is NeuS's (annealed) cosine term itself
+    return neus_alpha(mid, slope, dist, inv_s)
 
 
 class NeuSUpSampler:
@@ -55,20 +55,14 @@ class NeuSUpSampler:
         t = stratified_t(rays.near, rays.far, self.n_samples, perturb=self.perturb and training)
         if not self.n_importance:
             return t
-        sdf = sdf_fn(self._points(rays, t))
+        sdf = sdf_fn(rays.points(t))
         per_round = self.n_importance // self.up_sample_steps
         for k in range(self.up_sample_steps):
-            pts = self._points(rays, t)
-            inside = (pts.norm(dim=-1) < radius).to(t.dtype)
+            inside = (rays.points(t).norm(dim=-1) < radius).to(t.dtype)
             inside = torch.maximum(inside[:, 1:], inside[:, :-1])
             alpha = section_alpha(t, sdf, inside, self.base_inv_s * 2 ** k)
-            trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-7], -1), -1)[:, :-1]
-            t_new = sample_pdf(t, alpha * trans, per_round, deterministic=True)
+            t_new = sample_pdf(t, alpha_weights(alpha), per_round, deterministic=True)
             t, order = torch.sort(torch.cat([t, t_new], dim=-1), dim=-1)
             if k + 1 < self.up_sample_steps:  # the last round's SDF is not needed here
-                sdf = torch.cat([sdf, sdf_fn(self._points(rays, t_new))], dim=-1).gather(-1, order)
+                sdf = torch.cat([sdf, sdf_fn(rays.points(t_new))], dim=-1).gather(-1, order)
         return t
-
-    @staticmethod
-    def _points(rays: RayBundle, t: Tensor) -> Tensor:
-        return rays.origins.unsqueeze(1) + rays.directions.unsqueeze(1) * t.unsqueeze(-1)

@@ -155,7 +155,7 @@ class OccupancySampler(nn.Module):
         t = t0 + (torch.arange(n_steps, device=t0.device, dtype=t0.dtype) + offset) * dt
         mask = t < t1
         rows, cols = mask.nonzero(as_tuple=True)
-        pts = rays.origins[rows] + rays.directions[rows] * t[rows, cols, None]
+        pts = rays.points(t[rows, cols], rows)
         keep = self.occupied[self.cell_index(pts)]
         mask[rows[~keep], cols[~keep]] = False
         return compact(t, mask)
@@ -167,7 +167,7 @@ class OccupancySampler(nn.Module):
         rows, cols = mask.nonzero(as_tuple=True)
         sigma = torch.zeros_like(t)
         if len(rows):
-            pts = rays.origins[rows] + rays.directions[rows] * t[rows, cols, None]
+            pts = rays.points(t[rows, cols], rows)
             sigma[rows, cols] = density_fn(pts).float()
         _, trans = compositing_weights(sigma, mask * self.step_size)
         keep = mask & (trans > self.early_stop_eps)
