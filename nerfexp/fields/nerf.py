@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nerfexp.fields.linear_relu import linear_relu
+
 DENSITY_ACTIVATIONS = {
     "relu": F.relu,
     "softplus": lambda x: F.softplus(x - 1.0),  # shifted so a fresh field starts nearly empty, never dead
@@ -55,7 +57,7 @@ class NeRFField(nn.Module):
         for k, layer in enumerate(self.trunk):
             if k in self.skips and k > 0:
                 h = torch.cat([x_enc, h], dim=-1)
-            h = F.relu(layer(h))
+            h = linear_relu(h, layer)
         return h
 
     def forward(self, x_enc: Tensor, d_enc: Tensor | None = None) -> tuple[Tensor, Tensor]:

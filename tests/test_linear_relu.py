@@ -1,0 +1,35 @@
+"""The fused CPU linear + ReLU equals PyTorch's two ops, values and gradients."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from nerfexp.fields import linear_relu as lr
+
+
+def test_fused_linear_relu_matches_unfused_values_and_gradients():
+    assert lr._FUSED, "oneDNN's fused op should be available in the CPU build"
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(7, 16)
+    x = torch.randn(4, 50, 7, requires_grad=True)
+    out = lr.linear_relu(x, layer)
+    assert out.grad_fn is not None and "FusedLinearReLU" in type(out.grad_fn).__name__
+    assert (out == 0).float().mean() > 0.2  # a fair share of inactive units, so the ReLU's mask matters
+    weight = torch.randn_like(out)
+    grads = torch.autograd.grad((out * weight).sum(), [x, layer.weight, layer.bias])
+    ref = F.relu(F.linear(x, layer.weight, layer.bias))
+    ref_grads = torch.autograd.grad((ref * weight).sum(), [x, layer.weight, layer.bias])
+    assert torch.allclose(out, ref, atol=1e-6)
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, atol=1e-5), (g - r).abs().max()
+
+
+def test_input_without_gradient_and_layer_without_bias():
+    torch.manual_seed(1)
+    layer = torch.nn.Linear(5, 8, bias=False)
+    x = torch.randn(30, 5)
+    out = lr.linear_relu(x, layer)
+    (gw,) = torch.autograd.grad(out.sum(), [layer.weight])
+    ref = F.relu(x @ layer.weight.t())
+    assert torch.allclose(out, ref, atol=1e-6)
+    assert torch.allclose(gw, ((ref > 0).float()).t() @ x, atol=1e-5)
