@@ -15,6 +15,7 @@ from nerfexp.allocator import keep_freed_memory
 from nerfexp.checkpoint import latest_checkpoint, load_checkpoint
 from nerfexp.data.scene import SceneSplit, eval_background
 from nerfexp.metrics import LPIPS, mask_iou, psnr, ssim
+from nerfexp.amp import amp_dtype
 from nerfexp.pipeline import NeRFPipeline, build_pipeline
 from nerfexp.seeding import resolve_device
 from nerfexp.visualize import contact_sheet, depth_image, error_map, normal_image, panel, save_png
@@ -109,6 +110,7 @@ def restore_run(cfg: DictConfig) -> tuple[Path, DictConfig, NeRFPipeline, object
         raise FileNotFoundError(f"run={run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
     device = resolve_device(cfg.device)
     pipeline = build_pipeline(run_cfg).to(device)
+    pipeline.amp_dtype = amp_dtype(run_cfg.trainer.get("amp", "auto"), device)
     checkpoint = load_checkpoint(ckpt_path, device)
     pipeline.load_state_dict(checkpoint["pipeline"])
     pipeline.eval()

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from nerfexp.amp import autocast
 from nerfexp.cameras import RayBundle
 from nerfexp.config import ConfigError
 
@@ -24,6 +25,7 @@ class NeRFPipeline(nn.Module):
 
     render_keys = ("rgb", "depth", "disp", "acc")  # what evaluation renders per pixel
     mesh_level = 25.0  # default density iso-level of mesh export (1/scene unit)
+    amp_dtype: torch.dtype | None = None  # autocast dtype for rendering (trainer.amp), None = full precision
 
     def __init__(self, pos_encoder: nn.Module, dir_encoder: nn.Module, coarse_field: nn.Module,
                  fine_field: nn.Module | None, sampler, renderer):
@@ -99,9 +101,10 @@ class NeRFPipeline(nn.Module):
         keys = self.render_keys if keys is None else keys
         outs: dict[str, list[Tensor]] = {k: [] for k in keys}
         for start in range(0, len(rays), chunk):
-            out = self(rays[start:start + chunk], background, training=False)
+            with autocast(rays.origins.device, self.amp_dtype):
+                out = self(rays[start:start + chunk], background, training=False)
             for k in keys:
-                outs[k].append(out[k])
+                outs[k].append(out[k].float())
         return {k: torch.cat(v) for k, v in outs.items()}
 
 
@@ -113,8 +116,11 @@ def build_pipeline(cfg: DictConfig) -> NeRFPipeline:
     sampler = instantiate(cfg.sampler)
     renderer = instantiate(cfg.renderer)
 
-    def make_field() -> nn.Module:
-        return instantiate(cfg.field, pos_dim=pos_encoder.out_dim, dir_dim=dir_encoder.out_dim)
+    field_cfg = OmegaConf.create({k: v for k, v in cfg.field.items() if k != "coarse"})
+
+    def make_field(overrides: DictConfig | None = None) -> nn.Module:
+        fcfg = OmegaConf.merge(field_cfg, overrides) if overrides else field_cfg
+        return instantiate(fcfg, pos_dim=pos_encoder.out_dim, dir_dim=dir_encoder.out_dim)
 
     if getattr(renderer, "pipeline", "density") == "sdf":
         from nerfexp.sdf_pipeline import SDFPipeline
@@ -128,10 +134,12 @@ def build_pipeline(cfg: DictConfig) -> NeRFPipeline:
                               f"{type(sampler).__name__}")
         return SDFPipeline(pos_encoder, dir_encoder, field, sampler, renderer)
 
-    coarse = make_field()
+    has_fine = getattr(sampler, "n_importance", 0) > 0
+    # field.coarse: overrides for the coarse network of a coarse + fine pair (NeRF's netwidth vs netwidth_fine)
+    coarse = make_field(cfg.field.get("coarse") if has_fine else None)
     if hasattr(coarse, "geometry_with_gradient"):
         raise ConfigError("field=sdf renders with renderer=neus (it has no density for the volume renderer)")
     if not (hasattr(sampler, "coarse") or hasattr(sampler, "march")):
         raise ConfigError(f"sampler {type(sampler).__name__} is for SDF fields: use it with renderer=neus")
-    fine = make_field() if sampler.n_importance > 0 else None
+    fine = make_field() if has_fine else None
     return NeRFPipeline(pos_encoder, dir_encoder, coarse, fine, sampler, renderer)

@@ -15,22 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from nerfexp.kernels import cpu_kernels
+from nerfexp.tcnn_support import tcnn_available
 
 log = logging.getLogger(__name__)
 
 PRIMES = (1, 2654435761, 805459861)
 BACKENDS = ("auto", "torch", "tcnn")
-
-
-def tcnn_available() -> bool:
-    """Whether tinycudann imports and CUDA is usable."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import tinycudann  # noqa: F401
-    except Exception:  # ImportError, or a build for another CUDA/torch
-        return False
-    return True
 
 
 class _CPUKernelEncoding(torch.autograd.Function):

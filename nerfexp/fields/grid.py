@@ -1,8 +1,15 @@
 """A small field for grid encoders (Instant-NGP style): the grid holds the detail, two tiny MLPs decode it."""
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor, nn
+
+from nerfexp.tcnn_support import tcnn_available
+
+log = logging.getLogger(__name__)
+BACKENDS = ("auto", "torch", "tcnn")
 
 
 class TruncExp(torch.autograd.Function):
@@ -19,8 +26,30 @@ class TruncExp(torch.autograd.Function):
         return grad * torch.exp(x.clamp(max=15.0))
 
 
-def mlp(in_dim: int, hidden: int, n_hidden: int, out_dim: int) -> nn.Sequential:
-    """``n_hidden`` ReLU layers of ``hidden`` units, then a linear output layer."""
+class TcnnMLP(nn.Module):
+    """tinycudann's fully fused MLP (half precision on the GPU). Its weights are its own parameters, laid out
+    by tinycudann, so a checkpoint trained with it loads only into the same backend."""
+
+    def __init__(self, in_dim: int, hidden: int, n_hidden: int, out_dim: int):
+        super().__init__()
+        import tinycudann as tcnn
+
+        # the fully fused kernel keeps a layer in registers: widths 16..128 only; CUTLASS takes any width
+        otype = "FullyFusedMLP" if hidden in (16, 32, 64, 128) else "CutlassMLP"
+        self.net = tcnn.Network(in_dim, out_dim, {"otype": otype, "activation": "ReLU", "output_activation": "None",
+                                                  "n_neurons": hidden, "n_hidden_layers": n_hidden})
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not x.is_cuda:
+            raise RuntimeError("field.backend=tcnn runs on CUDA only: use field.backend=torch with device=cpu")
+        return self.net(x.reshape(-1, x.shape[-1])).float().reshape(*x.shape[:-1], -1)
+
+
+def mlp(in_dim: int, hidden: int, n_hidden: int, out_dim: int, backend: str = "torch") -> nn.Module:
+    """``n_hidden`` ReLU layers of ``hidden`` units, then a linear output layer; ``backend="tcnn"`` builds it as
+    tinycudann's fully fused MLP."""
+    if backend == "tcnn":
+        return TcnnMLP(in_dim, hidden, n_hidden, out_dim)
     layers: list[nn.Module] = []
     dim = in_dim
     for _ in range(n_hidden):
@@ -39,14 +68,23 @@ class GridField(nn.Module):
         density_layers, color_layers: hidden layers of each.
         geo_feat_dim: features passed from the density MLP to the colour MLP.
         density_bias: added before ``exp`` (negative: a fresh field starts nearly empty).
+        backend: ``auto`` (tinycudann's fully fused MLPs when it is importable with CUDA, else PyTorch), ``torch``
+            or ``tcnn``.
     """
 
     def __init__(self, pos_dim: int, dir_dim: int, hidden: int = 64, density_layers: int = 1,
-                 color_layers: int = 2, geo_feat_dim: int = 15, density_bias: float = -1.0):
+                 color_layers: int = 2, geo_feat_dim: int = 15, density_bias: float = -1.0, backend: str = "auto"):
         super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"field.backend={backend!r} is not one of {BACKENDS}")
+        if backend == "tcnn" and not tcnn_available():
+            raise RuntimeError("field.backend=tcnn but tinycudann is not importable with CUDA here; "
+                               "use field.backend=torch or auto")
+        self.backend = "tcnn" if backend == "tcnn" or (backend == "auto" and tcnn_available()) else "torch"
+        log.info("grid field: %s MLPs", "tinycudann fully fused" if self.backend == "tcnn" else "PyTorch")
         self.geo_feat_dim, self.density_bias = geo_feat_dim, density_bias
-        self.density_net = mlp(pos_dim, hidden, density_layers, 1 + geo_feat_dim)
-        self.color_net = mlp(dir_dim + geo_feat_dim, hidden, color_layers, 3)
+        self.density_net = mlp(pos_dim, hidden, density_layers, 1 + geo_feat_dim, self.backend)
+        self.color_net = mlp(dir_dim + geo_feat_dim, hidden, color_layers, 3, self.backend)
 
     def _density(self, x_enc: Tensor) -> tuple[Tensor, Tensor]:
         h = self.density_net(x_enc)
