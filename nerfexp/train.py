@@ -209,7 +209,8 @@ class Trainer:
 
     def state_dict(self) -> dict:
         return {"step": self.step, "train_time": self.train_time, "pipeline": self.pipeline.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "batcher": self.batcher.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "batcher": self.batcher.state_dict(),
                 "bg_generator": self.bg_generator.get_state(), "rng": rng_state(), "lr_scale": self.lr_scale,
                 "skipped_steps": self.skipped_steps, "restarts": self.restarts,
                 "logger_run_id": getattr(self.logger, "run_id", None) if hasattr(self, "logger") else None,
@@ -295,7 +296,8 @@ class Trainer:
         # a time-limited run shows progress in seconds of training, a step-limited one in steps
         timed = bool(tcfg.max_time_s)
         bar = tqdm(total=round(tcfg.max_time_s) if timed else tcfg.max_steps, unit="s" if timed else "step",
-                   desc="train", dynamic_ncols=True, mininterval=1.0, initial=self.train_time if timed else self.step)
+                   desc="train", dynamic_ncols=True, mininterval=1.0,
+                   initial=int(self.train_time) if timed else self.step)
         window_rays, window_time = 0, 0.0
         try:
             while (self.step < tcfg.max_steps and self.train_time < max_time and self.stop_signal is None
@@ -306,7 +308,7 @@ class Trainer:
                 self.train_time += dt
                 window_rays += tcfg.batch_rays
                 window_time += dt
-                bar.update(dt if timed else 1)
+                bar.update(int(self.train_time) - bar.n if timed else 1)  # whole seconds on the bar
                 if not applied:
                     self.skipped_steps += 1
                     self.bad_in_row += 1
