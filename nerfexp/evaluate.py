@@ -12,10 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from nerfexp.allocator import keep_freed_memory
+from nerfexp.amp import amp_dtype
 from nerfexp.checkpoint import latest_checkpoint, load_checkpoint
 from nerfexp.data.scene import SceneSplit, eval_background
 from nerfexp.metrics import LPIPS, mask_iou, psnr, ssim
-from nerfexp.amp import amp_dtype
 from nerfexp.pipeline import NeRFPipeline, build_pipeline
 from nerfexp.seeding import resolve_device
 from nerfexp.visualize import contact_sheet, depth_image, error_map, normal_image, panel, save_png

@@ -16,3 +16,18 @@ def tcnn_available() -> bool:
     except Exception:  # ImportError, or a build for another CUDA/torch
         return False
     return True
+
+
+BACKENDS = ("auto", "torch", "tcnn")
+
+
+def check_backend(backend: str, key: str) -> None:
+    """Raise, naming ``key``, when ``backend`` is not one of :data:`BACKENDS`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"{key}={backend!r} is not one of {BACKENDS}")
+
+
+def require_tcnn(key: str) -> None:
+    """Raise, naming ``key``, when ``key=tcnn`` was asked for but tinycudann cannot run here."""
+    if not tcnn_available():
+        raise RuntimeError(f"{key}=tcnn but tinycudann is not importable with CUDA here; use {key}=torch or auto")

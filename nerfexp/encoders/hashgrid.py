@@ -15,12 +15,11 @@ import torch
 from torch import Tensor, nn
 
 from nerfexp.kernels import cpu_kernels
-from nerfexp.tcnn_support import tcnn_available
+from nerfexp.tcnn_support import check_backend, require_tcnn, tcnn_available
 
 log = logging.getLogger(__name__)
 
 PRIMES = (1, 2654435761, 805459861)
-BACKENDS = ("auto", "torch", "tcnn")
 
 
 class _CPUKernelEncoding(torch.autograd.Function):
@@ -74,8 +73,7 @@ class HashGridEncoder(nn.Module):
         super().__init__()
         if in_dim != 3:
             raise ValueError(f"the hash grid encodes 3D points, got in_dim={in_dim}")
-        if backend not in BACKENDS:
-            raise ValueError(f"encoder backend={backend!r} is not one of {BACKENDS}")
+        check_backend(backend, "encoder.position.backend")
         if per_level_scale is None:
             if finest_resolution is None or n_levels < 2:
                 per_level_scale = 2.0
@@ -113,11 +111,9 @@ class HashGridEncoder(nn.Module):
 
     def backend_for(self, x: Tensor) -> str:
         if self.requested_backend == "tcnn":
-            if not tcnn_available():
-                raise RuntimeError("encoder.backend=tcnn but tinycudann is not importable with CUDA here; "
-                                   "use encoder.backend=torch or auto")
+            require_tcnn("encoder.position.backend")
             if not x.is_cuda:
-                raise RuntimeError("encoder.backend=tcnn needs CUDA tensors (device=cuda)")
+                raise RuntimeError("encoder.position.backend=tcnn needs CUDA tensors (device=cuda)")
             return "tcnn"
         if self.requested_backend == "auto" and x.is_cuda and tcnn_available():
             return "tcnn"

@@ -6,10 +6,9 @@ import logging
 import torch
 from torch import Tensor, nn
 
-from nerfexp.tcnn_support import tcnn_available
+from nerfexp.tcnn_support import check_backend, require_tcnn, tcnn_available
 
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "torch", "tcnn")
 
 
 class TruncExp(torch.autograd.Function):
@@ -75,11 +74,9 @@ class GridField(nn.Module):
     def __init__(self, pos_dim: int, dir_dim: int, hidden: int = 64, density_layers: int = 1,
                  color_layers: int = 2, geo_feat_dim: int = 15, density_bias: float = -1.0, backend: str = "auto"):
         super().__init__()
-        if backend not in BACKENDS:
-            raise ValueError(f"field.backend={backend!r} is not one of {BACKENDS}")
-        if backend == "tcnn" and not tcnn_available():
-            raise RuntimeError("field.backend=tcnn but tinycudann is not importable with CUDA here; "
-                               "use field.backend=torch or auto")
+        check_backend(backend, "field.backend")
+        if backend == "tcnn":
+            require_tcnn("field.backend")
         self.backend = "tcnn" if backend == "tcnn" or (backend == "auto" and tcnn_available()) else "torch"
         log.info("grid field: %s MLPs", "tinycudann fully fused" if self.backend == "tcnn" else "PyTorch")
         self.geo_feat_dim, self.density_bias = geo_feat_dim, density_bias
