@@ -11,8 +11,9 @@ from nerfexp.train import train
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    """Returns the final validation PSNR: what sweepers (Optuna, W&B) optimise. Test PSNR chooses nothing."""
     summary = run_or_exit(train, cfg, Path(HydraConfig.get().runtime.output_dir))
-    return summary.get("test_psnr")
+    return summary.get("val_psnr")
 
 
 if __name__ == "__main__":

@@ -39,22 +39,37 @@ class Intrinsics:
 
 @dataclass
 class RayBundle:
-    """A batch of rays. Shapes: origins/directions/viewdirs ``(N, 3)``, near/far ``(N, 1)``."""
+    """A batch of rays. Shapes: origins/directions/viewdirs ``(N, 3)``, near/far ``(N, 1)``.
+
+    ``unbounded``: the scene goes on behind ``far`` (NDC / forward-facing captures), so the last sample of a ray
+    stands for everything behind it; in a bounded scene a ray ends at ``far`` and what it does not hit before
+    shows the background."""
 
     origins: Tensor
     directions: Tensor
     viewdirs: Tensor
     near: Tensor
     far: Tensor
+    unbounded: bool = False
 
     def __len__(self) -> int:
         return self.origins.shape[0]
 
     def __getitem__(self, idx) -> "RayBundle":
-        return RayBundle(self.origins[idx], self.directions[idx], self.viewdirs[idx], self.near[idx], self.far[idx])
+        return RayBundle(self.origins[idx], self.directions[idx], self.viewdirs[idx], self.near[idx], self.far[idx],
+                         self.unbounded)
 
     def to(self, device: torch.device | str) -> "RayBundle":
-        return RayBundle(*(t.to(device) for t in (self.origins, self.directions, self.viewdirs, self.near, self.far)))
+        return RayBundle(*(t.to(device) for t in (self.origins, self.directions, self.viewdirs, self.near, self.far)),
+                         unbounded=self.unbounded)
+
+    def with_near_far(self, near: Tensor, far: Tensor) -> "RayBundle":
+        """The same rays between new ``near`` and ``far`` ``(N, 1)``."""
+        return RayBundle(self.origins, self.directions, self.viewdirs, near, far, self.unbounded)
+
+    def far_or_none(self) -> Tensor | None:
+        """``far`` where rays end there (bounded scenes), None where the scene goes on behind it."""
+        return None if self.unbounded else self.far
 
     def points(self, t: Tensor, rows: Tensor | None = None) -> Tensor:
         """Points at ray parameters ``t``: ``(N, S)`` samples per ray -> ``(N, S, 3)``; with ``rows`` ``(K,)``,
@@ -116,7 +131,8 @@ def focal_from_fov(width: int, camera_angle_x: float) -> float:
 def sphere_near_far(rays: RayBundle, radius: float) -> RayBundle:
     """Clip each ray's [near, far] to where it crosses the sphere of ``radius`` around the origin.
 
-    Rays that miss the sphere keep their near/far. ``t`` is in units of the (unnormalised) ray direction."""
+    In a bounded scene a ray that misses the sphere gets ``far = near`` (nothing to sample: it shows the
+    background); in an unbounded one it keeps its near/far. ``t`` is in units of the (unnormalised) direction."""
     o, d = rays.origins, rays.directions
     a = (d * d).sum(-1, keepdim=True)
     b = 2.0 * (o * d).sum(-1, keepdim=True)
@@ -126,8 +142,9 @@ def sphere_near_far(rays: RayBundle, radius: float) -> RayBundle:
     root = torch.sqrt(disc.clamp(min=0.0))
     t0, t1 = (-b - root) / (2.0 * a), (-b + root) / (2.0 * a)
     near = torch.where(hit, torch.maximum(t0, rays.near), rays.near)
-    far = torch.where(hit & (t1 > near), torch.minimum(t1, rays.far), rays.far)
-    return RayBundle(o, d, rays.viewdirs, near, far)
+    crossed = hit & (t1 > near)
+    far = torch.where(crossed, torch.minimum(t1, rays.far), rays.far if rays.unbounded else near)
+    return rays.with_near_far(near, torch.maximum(far, near))
 
 
 def ray_box(rays: RayBundle, bound: float) -> tuple[Tensor, Tensor]:
@@ -145,7 +162,7 @@ def box_near_far(rays: RayBundle, bound: float) -> RayBundle:
     """Clip each ray's [near, far] to the box ``[-bound, bound]^3``; a ray that misses it gets ``far = near``
     (no length to sample: it shows the background)."""
     near, far = ray_box(rays, bound)
-    return RayBundle(rays.origins, rays.directions, rays.viewdirs, near, torch.maximum(far, near))
+    return rays.with_near_far(near, torch.maximum(far, near))
 
 
 def ndc_rays(rays: RayBundle, focal: float, width: int, height: int, near_plane: float = 1.0) -> RayBundle:
@@ -165,4 +182,4 @@ def ndc_rays(rays: RayBundle, focal: float, width: int, height: int, near_plane:
     d_ndc = torch.stack([ax * (dx / dz - ox / oz), ay * (dy / dz - oy / oz), -2.0 * near_plane / oz], dim=-1)
     n = o.shape[0]
     return RayBundle(o_ndc, d_ndc, rays.viewdirs, torch.zeros(n, 1, dtype=o.dtype, device=o.device),
-                     torch.ones(n, 1, dtype=o.dtype, device=o.device))
+                     torch.ones(n, 1, dtype=o.dtype, device=o.device), unbounded=True)

@@ -5,19 +5,20 @@ import logging
 import sys
 from collections.abc import Callable
 
-from nerfexp.config import ConfigError
-from nerfexp.data.blender import DatasetError
+from nerfexp.config import user_error_message
 
 log = logging.getLogger("nerfexp")
-USER_ERRORS = (ConfigError, DatasetError, FileNotFoundError)
 
 
 def run_or_exit(fn: Callable, *args):
-    """Call ``fn(*args)``; a user error (bad config value, bad dataset file, missing path) prints one line and
-    exits with status 2."""
+    """Call ``fn(*args)``; a user error (bad config value, bad dataset file, missing path; also when raised
+    inside a Hydra-instantiated constructor) prints one line and exits with status 2."""
     try:
         return fn(*args)
-    except USER_ERRORS as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        log.error("%s", message)
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)

@@ -34,7 +34,7 @@ def density_grid(pipeline: NeRFPipeline, lo: np.ndarray, hi: np.ndarray, resolut
     return out.reshape(resolution, resolution, resolution).numpy()
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: analytic SDF normals need autograd
 def vertex_colors(pipeline: NeRFPipeline, vertices: np.ndarray, normals: np.ndarray, device: torch.device,
                   chunk: int = 65536) -> np.ndarray:
     """Colour at each vertex seen head-on (view direction against the outward normal), ``(V, 3)`` in [0, 1]."""

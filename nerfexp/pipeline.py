@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from nerfexp.amp import autocast
 from nerfexp.cameras import RayBundle
 from nerfexp.config import ConfigError
+from nerfexp.render import sample_deltas
 
 
 class NeRFPipeline(nn.Module):
@@ -34,9 +35,20 @@ class NeRFPipeline(nn.Module):
         self.coarse_field, self.fine_field = coarse_field, fine_field
         self.sampler, self.renderer = sampler, renderer
 
-    def query(self, field: nn.Module, rays: RayBundle, t_vals: Tensor, d_enc: Tensor) -> tuple[Tensor, Tensor]:
+    def density_noise(self, training: bool) -> float:
+        """Std of the noise the field adds to its raw density in training (``renderer.density_noise_std``)."""
+        return getattr(self.renderer, "density_noise_std", 0.0) if training else 0.0
+
+    def query(self, field: nn.Module, rays: RayBundle, t_vals: Tensor, d_enc: Tensor,
+              training: bool = False) -> tuple[Tensor, Tensor]:
         """Field outputs at ``t_vals`` ``(R, S)``: rgb ``(R, S, 3)`` and sigma ``(R, S)``."""
-        return field(self.pos_encoder(rays.points(t_vals)), d_enc)
+        return field(self.pos_encoder(rays.points(t_vals)), d_enc, density_noise_std=self.density_noise(training))
+
+    def composite(self, rgb: Tensor, sigma: Tensor, t_vals: Tensor, rays: RayBundle,
+                  background: Tensor | None) -> dict[str, Tensor]:
+        """Render samples at ``t_vals`` ``(R, S)`` of ``rays``; a bounded scene's rays end at their ``far``."""
+        return self.renderer(rgb, sigma, t_vals, sample_deltas(t_vals, rays.directions, rays.far_or_none()),
+                             background)
 
     def density_fn(self, field: nn.Module):
         """World points ``(..., 3)`` -> density ``(...)`` of ``field`` (for occupancy grids and meshes)."""
@@ -60,13 +72,13 @@ class NeRFPipeline(nn.Module):
             return self.forward_marched(rays, background, training)
         d_enc = self.dir_encoder(rays.viewdirs)
         t_coarse = self.sampler.coarse(rays, training)
-        rgb, sigma = self.query(self.coarse_field, rays, t_coarse, d_enc)
-        coarse = self.renderer(rgb, sigma, t_coarse, rays.directions, background, training)
+        rgb, sigma = self.query(self.coarse_field, rays, t_coarse, d_enc, training)
+        coarse = self.composite(rgb, sigma, t_coarse, rays, background)
         t_fine = self.sampler.fine(rays, t_coarse, coarse["weights"], training) if self.fine_field is not None else None
         if t_fine is None:
             return coarse
-        rgb, sigma = self.query(self.fine_field, rays, t_fine, d_enc)
-        fine = self.renderer(rgb, sigma, t_fine, rays.directions, background, training)
+        rgb, sigma = self.query(self.fine_field, rays, t_fine, d_enc, training)
+        fine = self.composite(rgb, sigma, t_fine, rays, background)
         fine.update({f"{k}_coarse": v for k, v in coarse.items()})
         return fine
 
@@ -82,18 +94,19 @@ class NeRFPipeline(nn.Module):
         rows, cols = samples.mask.nonzero(as_tuple=True)
         pts = rays.points(samples.t[rows, cols], rows)
         # each kept sample as a one-sample "ray", so every field's (R, S, D) interface applies unchanged
-        rgb_kept, sigma_kept = field(self.pos_encoder(pts).unsqueeze(1), self.dir_encoder(rays.viewdirs)[rows])
+        rgb_kept, sigma_kept = field(self.pos_encoder(pts).unsqueeze(1), self.dir_encoder(rays.viewdirs)[rows],
+                                     density_noise_std=self.density_noise(training))
         shape = samples.t.shape
         rgb = torch.zeros(*shape, 3, dtype=rgb_kept.dtype, device=rgb_kept.device).index_put((rows, cols),
                                                                                               rgb_kept[:, 0])
         sigma = torch.zeros(shape, dtype=sigma_kept.dtype, device=sigma_kept.device).index_put((rows, cols),
                                                                                                sigma_kept[:, 0])
-        out = self.renderer(rgb, sigma, samples.t, rays.directions, background, training, deltas=samples.deltas)
+        out = self.renderer(rgb, sigma, samples.t, samples.deltas, background)
         if samples.rays is not None:
             out["ray_index"] = samples.rays
         return out
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: SDF pipelines take autograd normals in evaluation too
     def render_rays_chunked(self, rays: RayBundle, background: Tensor | None, chunk: int,
                             keys: tuple[str, ...] | None = None) -> dict[str, Tensor]:
         """Render any number of rays in chunks of ``chunk`` rays, without gradients (evaluation); ``keys``

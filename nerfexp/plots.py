@@ -49,14 +49,14 @@ def ray_samples(pipeline, ray: RayBundle, background: Tensor | None = None, trai
         d_enc = pipeline.dir_encoder(ray.viewdirs)
         t_coarse = pipeline.sampler.coarse(ray, training)
         rgb, sigma = pipeline.query(pipeline.coarse_field, ray, t_coarse, d_enc)
-        coarse = pipeline.renderer(rgb, sigma, t_coarse, ray.directions, background, False)
+        coarse = pipeline.composite(rgb, sigma, t_coarse, ray, background)
         out = {"t_coarse": t_coarse[0], "weights_coarse": coarse["weights"][0]}
         t_fine = None
         if pipeline.fine_field is not None:
             t_fine = pipeline.sampler.fine(ray, t_coarse, coarse["weights"], training)
         if t_fine is not None:
             rgb, sigma = pipeline.query(pipeline.fine_field, ray, t_fine, d_enc)
-            fine = pipeline.renderer(rgb, sigma, t_fine, ray.directions, background, False)
+            fine = pipeline.composite(rgb, sigma, t_fine, ray, background)
             # the fine pass evaluates coarse + importance samples; the importance ones are the values not copied
             importance = t_fine[0][~torch.isin(t_fine[0], t_coarse[0])]
             out.update(t_fine=t_fine[0], weights_fine=fine["weights"][0], t_importance=importance)
@@ -76,8 +76,7 @@ def marched_ray_samples(pipeline, ray: RayBundle, background: Tensor | None, tra
     samples = pipeline.sampler.march(ray, pipeline.density_fn(field), training)
     t = samples.t[samples.mask].unsqueeze(0)
     rgb, sigma = pipeline.query(field, ray, t, pipeline.dir_encoder(ray.viewdirs))
-    out = pipeline.renderer(rgb, sigma, t, ray.directions, background, False,
-                            deltas=samples.deltas[samples.mask].unsqueeze(0))
+    out = pipeline.renderer(rgb, sigma, t, samples.deltas[samples.mask].unsqueeze(0), background)
     empty = np.zeros(0, dtype=np.float32)
     return {"t_coarse": t[0].detach().float().cpu().numpy(), "weights_coarse": out["weights"][0].detach().float()
             .cpu().numpy(), "t_fine": empty, "weights_fine": empty, "t_importance": empty,

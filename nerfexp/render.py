@@ -4,20 +4,29 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-FAR_DELTA = 1e10  # the last interval extends to infinity, as in NeRF
+from nerfexp.config import check_number
+
+FAR_DELTA = 1e10  # an unbounded scene's last interval: everything behind the last sample, as in NeRF
 
 
-def sample_deltas(t_vals: Tensor, directions: Tensor) -> Tensor:
-    """Distances between consecutive samples in world units.
+def sample_deltas(t_vals: Tensor, directions: Tensor, far: Tensor | None) -> Tensor:
+    """World-unit length of the interval each sample stands for: from it to the next sample.
 
     Args:
         t_vals: ``(R, S)`` sorted sample depths (ray parameter).
         directions: ``(R, 3)`` ray directions (not necessarily unit length).
+        far: ``(R, 1)`` where each ray ends (bounded scenes: the last interval ends there, so a ray through empty
+            space shows the background), or None for unbounded / NDC scenes, where the last interval is
+            ``FAR_DELTA`` long and stands for everything behind it.
     Returns:
-        ``(R, S)``; the last interval is ``FAR_DELTA``.
+        ``(R, S)`` non-negative lengths.
     """
     deltas = t_vals[:, 1:] - t_vals[:, :-1]
-    deltas = torch.cat([deltas, torch.full_like(deltas[:, :1], FAR_DELTA)], dim=-1)
+    if far is None:
+        last = torch.full_like(deltas[:, :1], FAR_DELTA)
+    else:
+        last = (far.to(t_vals.dtype) - t_vals[:, -1:]).clamp(min=0.0)
+    deltas = torch.cat([deltas, last], dim=-1)
     return deltas * directions.norm(dim=-1, keepdim=True)
 
 
@@ -37,21 +46,18 @@ def compositing_weights(sigmas: Tensor, deltas: Tensor) -> tuple[Tensor, Tensor]
     return alphas * trans, trans
 
 
-def composite(rgbs: Tensor, sigmas: Tensor, t_vals: Tensor, directions: Tensor,
-              background: Tensor | None, deltas: Tensor | None = None) -> dict[str, Tensor]:
+def composite(rgbs: Tensor, sigmas: Tensor, t_vals: Tensor, deltas: Tensor,
+              background: Tensor | None) -> dict[str, Tensor]:
     """Composite samples along rays.
 
     Args:
         rgbs: ``(R, S, 3)`` sample colours; sigmas: ``(R, S)``; t_vals: ``(R, S)`` sorted depths;
-        directions: ``(R, 3)``; background: ``(3,)`` or ``(R, 3)`` colour behind the scene, or None (black);
-        deltas: ``(R, S)`` world-unit interval of each sample when samples are not contiguous (ray marching,
-            0 for padding); default: the gaps between consecutive ``t_vals``.
+        deltas: ``(R, S)`` world-unit interval of each sample (:func:`sample_deltas`; ray marchers give their own,
+            0 for padding); background: ``(3,)`` or ``(R, 3)`` colour behind the scene, or None (black).
     Returns:
         dict with ``rgb (R, 3)``, ``depth (R,)`` (expected ray parameter t, in camera depth units for
         z=-1 directions), ``disp (R,)``, ``acc (R,)`` accumulated opacity, ``weights (R, S)``.
     """
-    if deltas is None:
-        deltas = sample_deltas(t_vals, directions)
     weights, _ = compositing_weights(sigmas, deltas)
     acc = weights.sum(dim=-1)
     rgb = (weights.unsqueeze(-1) * rgbs).sum(dim=-2)
@@ -67,15 +73,15 @@ class VolumeRenderer:
     """NeRF's density volume renderer.
 
     Args:
-        density_noise_std: std of Gaussian noise added to raw densities during training (NeRF's ``raw_noise_std``);
-            applied in density space before the activation only by fields that expose it, here to sigma itself.
+        density_noise_std: std of Gaussian noise added in training to the field's raw density output, before its
+            activation (NeRF's ``raw_noise_std``); the pipeline hands it to the field.
     """
 
     def __init__(self, density_noise_std: float = 0.0):
-        self.density_noise_std = density_noise_std
+        check_number("density_noise_std", density_noise_std, float, low=0)
+        self.density_noise_std = float(density_noise_std)
 
-    def __call__(self, rgbs: Tensor, sigmas: Tensor, t_vals: Tensor, directions: Tensor,
-                 background: Tensor | None, training: bool = False, deltas: Tensor | None = None) -> dict[str, Tensor]:
-        if training and self.density_noise_std > 0:
-            sigmas = torch.relu(sigmas + torch.randn_like(sigmas) * self.density_noise_std)
-        return composite(rgbs, sigmas, t_vals, directions, background, deltas)
+    def __call__(self, rgbs: Tensor, sigmas: Tensor, t_vals: Tensor, deltas: Tensor,
+                 background: Tensor | None) -> dict[str, Tensor]:
+        """See :func:`composite`."""
+        return composite(rgbs, sigmas, t_vals, deltas, background)

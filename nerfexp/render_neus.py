@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from nerfexp.config import check_number
+
 
 def neus_alpha(sdf: Tensor, cos: Tensor, dists: Tensor, inv_s: Tensor | float, cos_anneal: float = 1.0) -> Tensor:
     """Opacity of each ray section from the SDF at its midpoint (NeuS, eq. 13, with its cosine annealing).
@@ -37,7 +39,7 @@ def alpha_weights(alpha: Tensor) -> Tensor:
 
 
 class NeuSRenderer(nn.Module):
-    """NeuS's renderer: learnable sharpness ``s = exp(10 * variance)``, annealed slopes, eikonal regulariser.
+    """NeuS's renderer: learnable sharpness ``s = exp(10 * variance)`` and annealed slopes.
 
     Points beyond the sphere of ``radius`` are not sampled: what a ray does not hit inside it shows the
     background colour (the dataset's, as for the volume renderer).
@@ -45,7 +47,7 @@ class NeuSRenderer(nn.Module):
     Args:
         init_variance: initial ``variance`` (``s = exp(10 * variance)``; 0.3 gives s = 20).
         cos_anneal_steps: training steps over which slopes go from "always entering" to the true cosine (0: none).
-        eikonal_weight: weight of ``mean((|grad sdf| - 1)^2)`` in the loss.
+        eikonal_weight: weight of :func:`eikonal_loss` in the training loss (the pipeline adds it).
         radius: the SDF's domain, a sphere around the origin (world units).
     """
 
@@ -54,6 +56,10 @@ class NeuSRenderer(nn.Module):
     def __init__(self, init_variance: float = 0.3, cos_anneal_steps: int = 0, eikonal_weight: float = 0.1,
                  radius: float = 1.0):
         super().__init__()
+        check_number("init_variance", init_variance, float)
+        check_number("cos_anneal_steps", cos_anneal_steps, int, low=0)
+        check_number("eikonal_weight", eikonal_weight, float, low=0)
+        check_number("radius", radius, float, low=0, low_open=True)
         self.variance = nn.Parameter(torch.tensor(float(init_variance)))
         self.cos_anneal_steps, self.eikonal_weight, self.radius = cos_anneal_steps, eikonal_weight, radius
         self.cos_anneal = 1.0 if cos_anneal_steps <= 0 else 0.0
@@ -71,16 +77,17 @@ class NeuSRenderer(nn.Module):
 
         Args:
             rgbs: ``(R, S, 3)``; sdf: ``(R, S)`` at section midpoints ``t_mid``; grad: ``(R, S, 3)`` SDF gradients;
-            dists: ``(R, S)`` section lengths in units of t; directions: ``(R, 3)``; background: ``(3,)``,
-            ``(R, 3)`` or None (black).
+            dists: ``(R, S)`` section lengths in units of t (0: no section, nothing is seen there);
+            directions: ``(R, 3)``; background: ``(3,)``, ``(R, 3)`` or None (black).
         Returns:
             ``rgb (R, 3)``, ``depth``, ``disp``, ``acc`` ``(R,)``, ``normal (R, 3)`` (opacity-weighted unit normals),
-            ``weights (R, S)``, and in training ``eikonal`` (scalar, ``mean((|grad| - 1)^2)`` over all samples).
+            ``weights (R, S)``.
         """
         norm = directions.norm(dim=-1, keepdim=True)
         unit_dirs = directions / norm
         cos = (unit_dirs.unsqueeze(1) * grad).sum(-1)
         alpha = neus_alpha(sdf, cos, dists * norm, self.inv_s(), self.cos_anneal if training else 1.0)
+        alpha = alpha * (dists > 0)  # a ray that misses the sphere has only empty sections: the background
         weights = alpha_weights(alpha)
         acc = weights.sum(-1)
         rgb = (weights.unsqueeze(-1) * rgbs).sum(-2)
@@ -89,7 +96,17 @@ class NeuSRenderer(nn.Module):
         depth = (weights * t_mid).sum(-1)
         disp = 1.0 / torch.clamp(depth / torch.clamp(acc, min=1e-10), min=1e-10)
         normal = (weights.unsqueeze(-1) * torch.nn.functional.normalize(grad, dim=-1)).sum(-2)
-        out = {"rgb": rgb, "depth": depth, "disp": disp, "acc": acc, "weights": weights, "normal": normal}
-        if training:
-            out["eikonal"] = ((grad.norm(dim=-1) - 1.0) ** 2).mean()
-        return out
+        return {"rgb": rgb, "depth": depth, "disp": disp, "acc": acc, "weights": weights, "normal": normal}
+
+
+def eikonal_loss(grad: Tensor, inside: Tensor) -> Tensor:
+    """``mean((|grad| - 1)^2)`` over the samples where ``inside`` is true (the SDF's sphere, as NeuS counts it).
+
+    Args:
+        grad: ``(..., 3)`` SDF gradients; inside: ``(...)`` bool.
+    Returns:
+        a scalar (0 when no sample is inside).
+    """
+    err = (grad.norm(dim=-1) - 1.0) ** 2
+    weight = inside.to(err.dtype)
+    return (err * weight).sum() / weight.sum().clamp(min=1.0)

@@ -20,6 +20,9 @@ from pathlib import Path
 import yaml
 
 DEFAULT_LEVELS = (20.0, 25.0, 30.0)
+SELECTION_NOTE = ("Selection: compare and choose on `final_val_psnr` / `best_val_psnr` (validation views, disjoint "
+                  "from test; `train.py` returns the final one to sweepers such as Optuna). `test_psnr` is rendered "
+                  "once at the end of each job and chose nothing.")
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -69,7 +72,7 @@ def summarize_job(job: Path, levels: tuple[float, ...] = DEFAULT_LEVELS) -> dict
     final_val = val[-1][2] if val else None
     row = {
         "job": job.name,
-        "overrides": " ".join(job_overrides(job)),
+        "overrides": job_overrides(job),
         "final_val_psnr": final_val,
         "best_val_psnr": max((v for _, _, v in val), default=None),
         "final_train_psnr": final_train,
@@ -86,16 +89,22 @@ def summarize_job(job: Path, levels: tuple[float, ...] = DEFAULT_LEVELS) -> dict
     return row
 
 
-def parse_overrides(overrides: str | list[str]) -> dict[str, str]:
-    """``{"key": "value"}`` of overrides (a list, or the space-joined string of a report row).
+def parse_overrides(overrides: list[str]) -> dict[str, str]:
+    """``{"key": "value"}`` of a job's overrides, each parsed by Hydra's override grammar, so a value holding
+    a space or an ``=`` stays whole. Values are as typed; ``+``/``++``/``~`` are dropped from keys:
+    ``+sweeps=lr`` gives ``{"sweeps": "lr"}``, ``~trainer.threads`` gives ``{"trainer.threads": ""}``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    The ``+``/``++``/``~`` prefixes are dropped from keys: ``+sweeps=lr`` gives ``{"sweeps": "lr"}``.
-    """
-    items = overrides.split() if isinstance(overrides, str) else overrides
+    parser = OverridesParser.create()
     parsed = {}
-    for item in items:
-        key, _, value = str(item).partition("=")
-        parsed[key.lstrip("+~")] = value
+    for item in overrides:
+        text = str(item)
+        try:
+            key = parser.parse_override(text).key_or_group
+        except Exception:  # not Hydra's grammar (a hand-written file): key up to the first '='
+            key = text.partition("=")[0].lstrip("+~")
+        # the key holds no '=', so the value is everything after the first one, exactly as typed
+        parsed[key] = text.partition("=")[2] if "=" in text else ""
     return parsed
 
 
@@ -132,13 +141,15 @@ def write_tables(rows: list[dict], out: Path) -> None:
     with open(out / "summary.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, cols)
         writer.writeheader()
-        writer.writerows(rows)
+        # overrides as a JSON list: a value holding a space stays one value
+        writer.writerows({**r, "overrides": json.dumps(r["overrides"])} for r in rows)
     # the markdown table shows only the swept overrides (all of them are in summary.csv)
     keys = swept_keys(rows)
     md_cols = ["job", "swept", *cols[2:]]
     md_rows = [{**r, "swept": " ".join(f"{k}={override_value(r, k)}" for k in keys)} for r in rows]
     lines = ["| " + " | ".join(md_cols) + " |", "|" + "---|" * len(md_cols)]
     lines += ["| " + " | ".join(_fmt(r[c]) for c in md_cols) + " |" for r in md_rows]
+    lines += ["", SELECTION_NOTE]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
 
@@ -229,7 +240,8 @@ def log_to_wandb(sweep_dir: Path, rows: list[dict], plots: list[Path], project: 
                      dir=str(out), mode=mode, reinit="finish_previous",
                      config={"sweep_dir": str(sweep_dir), "swept_keys": swept_keys(rows)},
                      settings=wandb.Settings(silent=True, console="off"))
-    run.log({"report/summary": wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in rows]),
+    data = [[" ".join(r[c]) if c == "overrides" else r[c] for c in cols] for r in rows]
+    run.log({"report/summary": wandb.Table(columns=cols, data=data),
              **{f"report/{p.stem}": wandb.Image(np.asarray(iio.imread(p))) for p in plots}})
     run_id = run.id
     run.finish()

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from nerfexp.cameras import RayBundle, sphere_near_far
 from nerfexp.pipeline import NeRFPipeline
+from nerfexp.render_neus import eikonal_loss
 
 
 class SDFPipeline(NeRFPipeline):
@@ -52,9 +53,8 @@ class SDFPipeline(NeRFPipeline):
         """Render rays: ``rgb, depth, disp, acc, normal, weights`` (+ ``regularizer`` in training)."""
         rays = sphere_near_far(rays, self.renderer.radius)
         t = self.sampler.sample(rays, self.sdf_fn, self.renderer.radius, training)
-        # sections between samples; the last one as long as an average uniform section
-        last = (rays.far - rays.near) / self.sampler.n_samples
-        dists = torch.cat([t[:, 1:] - t[:, :-1], last.expand(-1, 1)], dim=-1)
+        # sections between samples; the last one ends where the ray leaves the sphere
+        dists = torch.cat([t[:, 1:] - t[:, :-1], (rays.far - t[:, -1:]).clamp(min=0.0)], dim=-1)
         t_mid = t + 0.5 * dists
         pts = rays.points(t_mid)
         field = self.coarse_field
@@ -63,5 +63,6 @@ class SDFPipeline(NeRFPipeline):
         rgb = field.color(pts, torch.nn.functional.normalize(grad, dim=-1), d_enc, feat)
         out = self.renderer(rgb, sdf, grad, t_mid, dists, rays.directions, background, training)
         if training:
-            out["regularizer"] = self.renderer.eikonal_weight * out.pop("eikonal")
+            inside = (pts.norm(dim=-1) < self.renderer.radius) & (dists > 0)
+            out["regularizer"] = self.renderer.eikonal_weight * eikonal_loss(grad, inside)
         return out

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from nerfexp.allocator import keep_freed_memory
 from nerfexp.amp import amp_dtype, autocast, grad_scaler
 from nerfexp.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from nerfexp.config import validate_config
+from nerfexp.config import ConfigError, validate_config
 from nerfexp.data.batcher import RayBatcher
 from nerfexp.data.scene import SceneSplit, background_color, eval_background
 from nerfexp.evaluate import evaluate_split, render_image
@@ -67,6 +67,8 @@ class Trainer:
         self.dataset = instantiate(cfg.dataset)
         self.train_split: SceneSplit = self.dataset.load("train")
         self.val_split: SceneSplit = self.dataset.load("val")
+        check_disjoint({"train": self.train_split, "val": self.val_split})
+        check_rays(cfg, self.train_split)
         self.init_model(cfg.seed)
         self.batcher = RayBatcher(len(self.train_split), self.train_split.height, self.train_split.width,
                                   tcfg.batch_rays, tcfg.batching, tcfg.precrop_frac, tcfg.precrop_steps,
@@ -79,6 +81,8 @@ class Trainer:
         self.bad_in_row = 0
         self.restarts = 0
         self.stop_signal: str | None = None
+        self.last_save_wall = time.monotonic()
+        self.last_val: tuple[int, int, float] | None = None  # (step, views, PSNR) of the last validation
         logger_id = None
         if checkpoint is not None:
             self.load_state_dict(checkpoint)
@@ -184,13 +188,15 @@ class Trainer:
         return float(loss.detach()), mse_to_psnr(mse.detach()), finite
 
     # -- validation, checkpoints --------------------------------------------------------------------------------
-    def validate(self) -> float:
-        """Mean PSNR over the first ``trainer.val_views`` validation views; saves a panel of the first."""
+    def validate(self, n_views: int | None = None) -> float:
+        """Mean PSNR over the first ``n_views`` (default ``trainer.val_views``) validation views; saves a panel
+        of the first. Validation views are never test views: what is chosen on them is not chosen on test."""
         self.pipeline.eval()
         bg = eval_background(self.cfg.dataset.background)
         split = self.val_split
         scores = []
-        for k in range(min(self.cfg.trainer.val_views, len(split))):
+        n_views = self.cfg.trainer.val_views if n_views is None else n_views
+        for k in range(min(n_views, len(split))):
             out = render_image(self.pipeline, split, k, bg, self.cfg.eval.chunk, self.device)
             gt = split.composited(k, bg)
             scores.append(psnr(out["rgb"], gt))
@@ -240,6 +246,7 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Checkpoint now, unless the weights are not finite (a checkpoint never holds NaN or Inf)."""
+        self.last_save_wall = time.monotonic()
         if not self.weights_finite():
             log.warning("step %d: weights are not finite; checkpoint not written", self.step)
             return None
@@ -282,6 +289,14 @@ class Trainer:
         self.init_model(seed)
         self.step = 0
         return True
+
+    def checkpoint_due(self) -> bool:
+        """Every ``trainer.ckpt_every`` steps, and every ``trainer.ckpt_every_s`` seconds of wall time, so a
+        killed run loses minutes at most whatever its step rate."""
+        tcfg = self.cfg.trainer
+        by_step = bool(tcfg.ckpt_every) and self.step % tcfg.ckpt_every == 0
+        every_s = tcfg.get("ckpt_every_s")
+        return by_step or bool(every_s) and time.monotonic() - self.last_save_wall >= every_s
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_signal = signal.Signals(signum).name
@@ -330,9 +345,10 @@ class Trainer:
                     continue
                 if tcfg.val_every and self.step % tcfg.val_every == 0:
                     val = self.validate()
+                    self.last_val = (self.step, min(tcfg.val_views, len(self.val_split)), val)
                     self.log({"val_psnr": val, "time_s": self.train_time})
                     bar.write(f"step {self.step}: val PSNR {val:.2f} dB ({self.train_time:.0f} s of training)")
-                if tcfg.ckpt_every and self.step % tcfg.ckpt_every == 0:
+                if self.checkpoint_due():
                     self.save()
         finally:
             bar.close()
@@ -349,8 +365,20 @@ class Trainer:
                         summary["interrupted"], self.run_dir)
             self.close()
             return summary
+        # the number sweepers optimise: all validation views, never a test view
+        if self.last_val is not None and self.last_val[:2] == (self.step, len(self.val_split)):
+            summary["val_psnr"] = self.last_val[2]  # every validation view was rendered at this very step
+        else:
+            summary["val_psnr"] = self.validate(len(self.val_split))
+            self.log({"val_psnr": summary["val_psnr"], "time_s": self.train_time})
+        test_split = self.dataset.load(self.cfg.eval.split)
+        splits = {"train": self.train_split, "val": self.val_split, self.cfg.eval.split: test_split}
+        check_disjoint(splits)
+        summary["splits"] = {name: split.sources or split.names for name, split in splits.items()}
+        summary["selection"] = ("hyperparameters and restarts are chosen on val_psnr; "
+                                f"{self.cfg.eval.split} is rendered once at the end and chooses nothing")
         if tcfg.eval_at_end:
-            test = evaluate_split(self.pipeline, self.dataset.load(self.cfg.eval.split),
+            test = evaluate_split(self.pipeline, test_split,
                                   self.cfg.dataset.background, self.run_dir / "eval", self.cfg.eval.chunk,
                                   self.device, self.cfg.eval.max_views)
             summary.update(test_psnr=test["psnr"], test_ssim=test["ssim"], test_lpips=test["lpips"])
@@ -364,6 +392,27 @@ class Trainer:
     def close(self) -> None:
         self.metrics.close()
         self.logger.finish()
+
+
+def check_disjoint(splits: dict[str, SceneSplit]) -> None:
+    """Raise when a frame is in two splits (by file, else by name): validation on a test view would choose
+    hyperparameters on the test set."""
+    seen: dict[str, str] = {}
+    for name, split in splits.items():
+        for frame in split.sources or split.names:
+            other = seen.setdefault(frame, name)
+            if other != name:
+                raise ConfigError(f"frame {frame} is in both the {other} and the {name} split: splits must be "
+                                  "disjoint (check the dataset's split keys, e.g. dataset.n_val)")
+
+
+def check_rays(cfg: DictConfig, split: SceneSplit) -> None:
+    """Settings that clash with the dataset's rays stop the run before any work, naming the keys."""
+    sampler = cfg.get("sampler", {})
+    if sampler.get("lindisp") and (split.ndc or split.near <= 0):
+        where = "dataset.ndc=true (rays start at t=0)" if split.ndc else f"near={split.near} (dataset.near)"
+        raise ConfigError(f"sampler.lindisp=true with {where}: disparity 1/t is infinite at the start of each "
+                          "ray; set sampler.lindisp=false (NDC samples are already uniform in disparity)")
 
 
 def hydra_job_info() -> dict | None:
@@ -433,7 +482,17 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     if cfg.get("resume"):
         resume_dir = find_resume_dir(str(cfg.resume), cfg, run_dir)
         ckpt_path = latest_checkpoint(resume_dir / "checkpoints") if resume_dir else None
-        if ckpt_path is None:
+        if ckpt_path is None and resume_dir is not None:
+            # killed before its first checkpoint: run it again from the start, in its own dir with its own config
+            resume = cfg.resume
+            cfg = OmegaConf.load(resume_dir / "config.yaml")
+            cfg.resume = resume
+            validate_config(cfg)
+            run_dir = resume_dir
+            truncate_metrics(run_dir, -1)
+            log.warning("resume=%s: that run has no checkpoint yet; restarting it from step 0 in %s with its "
+                        "saved config", resume, run_dir)
+        elif ckpt_path is None:
             log.warning("resume=%s: no run with a checkpoint to continue; starting a new run", cfg.resume)
         else:
             checkpoint = load_checkpoint(ckpt_path)

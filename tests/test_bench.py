@@ -4,12 +4,12 @@ from __future__ import annotations
 import csv
 
 from conftest import tiny_overrides
-from nerfexp.bench import main, parse_configs, time_to
+from nerfexp.bench import main, parse_configs, score_label, time_to
 
 
 def test_time_to_level_is_the_first_crossing():
-    rows = [{"time_s": 10.0, "test_psnr": 15.0}, {"time_s": 20.0, "test_psnr": 21.0},
-            {"time_s": 30.0, "test_psnr": 20.5}, {"time_s": 40.0, "test_psnr": 25.5}]
+    rows = [{"time_s": 10.0, "psnr": 15.0}, {"time_s": 20.0, "psnr": 21.0},
+            {"time_s": 30.0, "psnr": 20.5}, {"time_s": 40.0, "psnr": 25.5}]
     assert time_to(rows, 20.0) == 20.0
     assert time_to(rows, 25.0) == 40.0
     assert time_to(rows, 30.0) is None
@@ -35,6 +35,14 @@ def test_bench_runs_two_configs_for_their_budget(demo_cache, tmp_path):
         steps = [int(r["step"]) for r in mine]
         assert steps == sorted(steps) and steps[0] > 0
     assert (out / "bench.png").stat().st_size > 10_000
+    assert {r["views"] for r in rows} == {"1/2"}  # the tiny scene has 2 test views; one was scored
     summary = (out / "summary.md").read_text().splitlines()
     assert len(summary) == 4 and "s to 60 dB" in summary[0]
+    # a score over some test views is labelled as a subset, never as the test PSNR
+    assert "test-subset PSNR (1 of 2 views)" in summary[0] and "final test PSNR" not in summary[0]
     assert summary[2].startswith("| small |") and summary[2].rstrip().endswith("| - |")  # 60 dB is never reached
+
+
+def test_score_over_every_test_view_is_the_test_psnr():
+    assert score_label([{"views": "25/25"}]) == "test PSNR"
+    assert score_label([{"views": "5/25"}]) == "test-subset PSNR (5 of 25 views)"

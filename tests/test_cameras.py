@@ -64,7 +64,10 @@ def test_sphere_near_far_clips_rays_to_the_sphere():
     rays = RayBundle(o, d, d / d.norm(dim=-1, keepdim=True), torch.full((3, 1), 0.1), torch.full((3, 1), 9.0))
     out = sphere_near_far(rays, 1.0)
     assert torch.allclose(out.near[:, 0], torch.tensor([1.0, 0.1, 0.1]))  # hit at z=1 (t=1 with |d|=2)
-    assert torch.allclose(out.far[:, 0], torch.tensor([2.0, 9.0, 1.5]))  # exit at z=-1; miss keeps far
+    # exit at z=-1; in a bounded scene the miss has nothing to sample (it shows the background)
+    assert torch.allclose(out.far[:, 0], torch.tensor([2.0, 0.1, 1.5]))
+    rays.unbounded = True  # the scene goes on behind the sphere: the miss keeps its far
+    assert torch.allclose(sphere_near_far(rays, 1.0).far[:, 0], torch.tensor([2.0, 9.0, 1.5]))
 
 
 def test_box_near_far_clips_to_the_box_and_empties_missing_rays():

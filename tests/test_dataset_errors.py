@@ -36,7 +36,8 @@ def copy(scenes, tmp_path):
 
 
 def load_everything(kind: str, root: Path, **kwargs) -> None:
-    dataset = {"blender": BlenderDataset, "dtu": DTUDataset,
+    # the 4-view dtu capture: 1 test view, 1 validation view, 2 to train on
+    dataset = {"blender": BlenderDataset, "dtu": lambda r, **k: DTUDataset(r, n_val=1, **k),
                "llff": lambda r, **k: LLFFDataset(r, factor=None, **k)}[kind](root, **kwargs)
     for split in ("train", "val", "test"):
         dataset.load(split)

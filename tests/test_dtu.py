@@ -122,8 +122,9 @@ def test_downscale_keeps_rays_through_block_centres(unit_scene: Path):
 def test_split_holds_out_every_eighth_view(unit_scene: Path):
     dataset = DTUDataset(unit_scene)
     assert dataset.load("test").names == ["000000", "000008"]
-    assert dataset.load("val").names == ["000000", "000008"]
-    assert dataset.load("train").names == [f"{i:06d}" for i in (1, 2, 3, 4, 5, 6, 7, 9)]
+    # validation: n_val=3 views spread over the 8 others, never a test view
+    assert dataset.load("val").names == ["000002", "000005", "000007"]
+    assert dataset.load("train").names == [f"{i:06d}" for i in (1, 3, 4, 6, 9)]
     assert len(DTUDataset(unit_scene, test_every=3).load("test")) == 4
 
 

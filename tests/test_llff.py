@@ -65,10 +65,11 @@ def test_llffhold_holds_out_every_nth_image_for_test_and_val(forward_scene: Path
     dataset = LLFFDataset(forward_scene, llffhold=4, **RAW)
     test, train = dataset.load("test"), dataset.load("train")
     assert test.names == ["image000", "image004", "image008"]
-    assert dataset.load("val").names == test.names
-    assert train.names == [f"image{i:03d}" for i in (1, 2, 3, 5, 6, 7)]
+    # validation: n_val=2 views held out of the 6 others, never a test view
+    assert dataset.load("val").names == ["image002", "image006"]
+    assert train.names == [f"image{i:03d}" for i in (1, 3, 5, 7)]
     nearest = LLFFDataset(forward_scene, llffhold=0, **RAW)
-    assert len(nearest.load("test")) == 1 and len(nearest.load("train")) == N_VIEWS - 1
+    assert len(nearest.load("test")) == 1 and len(nearest.load("train")) == N_VIEWS - 1 - 2
 
 
 def test_bd_factor_and_recenter_are_one_similarity_of_the_world(forward_scene: Path):
@@ -192,11 +193,11 @@ def test_render_path_is_a_spiral_of_cameras_looking_at_one_focus_point(forward_s
 
 def test_rgba_images_give_premultiplied_colour_and_alpha(tmp_path: Path):
     root = write_llff_scene(tmp_path / "rgba", replace(SPEC, resolution=16), n_views=3, alpha=True)
-    loaded = LLFFDataset(root, llffhold=2, **RAW).load("train")
+    loaded = LLFFDataset(root, llffhold=3, n_val=1, **RAW).load("train")
     assert 0.0 < loaded.alphas.mean() < 1.0
     assert (loaded.images <= loaded.alphas + 1e-6).all()
     opaque = write_llff_scene(tmp_path / "rgb", replace(SPEC, resolution=16), n_views=3)
-    assert (LLFFDataset(opaque, llffhold=2, **RAW).load("train").alphas == 1.0).all()
+    assert (LLFFDataset(opaque, llffhold=3, n_val=1, **RAW).load("train").alphas == 1.0).all()
 
 
 def test_config_builds_the_dataset_and_show_writes_a_png(forward_scene: Path, tmp_path: Path):

@@ -62,7 +62,7 @@ def test_constant_density_slab_composites_to_analytic_opacity():
     s = sampler.march(rays, density, training=False)
     pts = rays.origins[:, None] + rays.directions[:, None] * s.t[..., None]
     sig = density(pts) * s.mask
-    out = composite(torch.ones(*s.t.shape, 3), sig, s.t, rays.directions, None, deltas=s.deltas)
+    out = composite(torch.ones(*s.t.shape, 3), sig, s.t, s.deltas, None)
     expected = 1 - math.exp(-sigma * thickness)
     assert torch.allclose(out["acc"], torch.full((2,), expected), atol=0.01)
 

@@ -16,7 +16,7 @@ from nerfexp.samplers.hierarchical import HierarchicalSampler
 class BallField(nn.Module):
     """Opaque ball of radius 0.5 at the origin (sigma 40 inside, 0 outside), grey everywhere."""
 
-    def forward(self, x_enc, d_enc):
+    def forward(self, x_enc, d_enc, density_noise_std=0.0):
         sigma = 40.0 * (x_enc[..., :3].norm(dim=-1) < 0.5).float()
         return torch.full((*sigma.shape, 3), 0.5), sigma
 

@@ -35,8 +35,9 @@ def test_lego_at_downscale_8():
 def test_fern_factor_8_llffhold_split_in_ndc():
     dataset = LLFFDataset(FERN, factor=8)
     train, test, val = dataset.load("train"), dataset.load("test"), dataset.load("val")
-    assert (len(train), len(test)) == (17, 3)
-    assert test.names == ["image000", "image008", "image016"] == val.names
+    assert (len(train), len(val), len(test)) == (15, 2, 3)
+    assert test.names == ["image000", "image008", "image016"]
+    assert not set(val.names) & set(test.names) and not set(val.names) & set(train.names)
     for split in (train, test):
         assert (split.width, split.height) == (504, 378)
         assert split.ndc and (split.near, split.far) == (0.0, 1.0)
@@ -52,8 +53,8 @@ def test_fern_factor_8_llffhold_split_in_ndc():
 @requires_shared("dtu/dtu_scan24")
 def test_dtu_scan24_at_downscale_8():
     dataset = DTUDataset(DTU24, downscale=8)
-    train, test = dataset.load("train"), dataset.load("test")
-    assert (len(train), len(test)) == (42, 7)
+    train, test, val = dataset.load("train"), dataset.load("test"), dataset.load("val")
+    assert (len(train), len(val), len(test)) == (39, 3, 7)
     assert (train.width, train.height) == (200, 150)
     for split in (train, test):
         assert 0.2 < split.alphas.mean() < 0.9, "masks cut the object out of the photos"

@@ -50,7 +50,7 @@ def test_rows_are_one_per_job_in_job_number_order(sweep):
     assert [p.name for p in job_dirs(sweep)] == ["0", "2", "10"]
     rows = make_report(sweep, levels=(20.0, 25.0))
     assert [r["job"] for r in rows] == ["0", "2", "10"]
-    assert rows[0]["overrides"] == "optim.lr=1e-3 trainer.batch_rays=512 +sweeps=lr"
+    assert rows[0]["overrides"] == ["optim.lr=1e-3", "trainer.batch_rays=512", "+sweeps=lr"]
 
 
 def test_psnr_gap_and_speed_columns_have_the_known_values(sweep):
@@ -74,7 +74,16 @@ def test_swept_keys_are_those_that_differ_between_jobs(sweep):
     assert swept_keys(rows) == ["optim.lr"]
     assert parse_overrides(["+sweeps=lr", "~trainer.threads", "a.b=c=d"]) == {"sweeps": "lr", "trainer.threads": "",
                                                                                "a.b": "c=d"}
-    assert swept_keys([{"overrides": "a=1 b=2"}, {"overrides": "a=1"}]) == ["b"]  # set in one job only
+    assert swept_keys([{"overrides": ["a=1", "b=2"]}, {"overrides": ["a=1"]}]) == ["b"]  # set in one job only
+
+
+def test_override_values_with_spaces_and_equals_signs_survive():
+    # what Hydra records for `dataset.root="/data/my scans"` and a quoted value holding '='
+    parsed = parse_overrides(["dataset.root=/data/my scans", "logger.name='a=b'", "+x.y=1"])
+    assert parsed == {"dataset.root": "/data/my scans", "logger.name": "'a=b'", "x.y": "1"}
+    rows = [{"overrides": ["dataset.root=/data/my scans", "optim.lr=1e-3"]},
+            {"overrides": ["dataset.root=/data/my scans", "optim.lr=2e-3"]}]
+    assert swept_keys(rows) == ["optim.lr"]  # the path with a space is one unchanged value, not two keys
 
 
 def test_tables_and_plots_are_written(sweep):
@@ -84,7 +93,8 @@ def test_tables_and_plots_are_written(sweep):
         table = list(csv.DictReader(fh))
     assert [r["job"] for r in table] == ["0", "2", "10"] and float(table[1]["final_val_psnr"]) == 20.5
     md = (out / "summary.md").read_text().splitlines()
-    assert len(md) == 2 + 3 and md[0].startswith("| job | swept | final_val_psnr |")
+    assert len(md) == 2 + 3 + 2 and md[0].startswith("| job | swept | final_val_psnr |")
+    assert md[-1].startswith("Selection:") and "test_psnr` is rendered once" in md[-1]  # which metric chose
     assert md[2].startswith("| 0 | optim.lr=1e-3 | 26.00 |")
     for name in ("psnr_vs_step.png", "psnr_vs_time.png", "gap.png"):
         image = iio.imread(out / name)

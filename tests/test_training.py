@@ -8,6 +8,7 @@ import torch
 from conftest import compose_train, tiny_overrides
 from nerfexp.data.scene import eval_background
 from nerfexp.evaluate import evaluate_split
+from nerfexp.metrics import psnr
 from nerfexp.train import Trainer
 
 
@@ -15,7 +16,9 @@ def test_training_raises_test_psnr(demo_cache, tmp_path):
     cfg = compose_train(tiny_overrides(demo_cache) + ["trainer.max_steps=300", "trainer.val_every=0",
                                                       "optim.lr=2e-3", "optim.lr_final=2e-4", "seed=1",
                                                       # a 64-wide ReLU density can die at this lr on 20 tiny views
-                                                      "field.density_activation=softplus"])
+                                                      "field.density_activation=softplus",
+                                                      # few coarse samples: the importance samples must matter
+                                                      "sampler.n_samples=8", "sampler.n_importance=40"])
     trainer = Trainer(cfg, tmp_path)
     test = trainer.dataset.load("test")
     before = evaluate_split(trainer.pipeline, test, "white", tmp_path / "before", 4096, trainer.device)["psnr"]
@@ -23,7 +26,15 @@ def test_training_raises_test_psnr(demo_cache, tmp_path):
     after = summary["test_psnr"]
     assert after > before + 6.0, (before, after)
     assert after > 15.0, after
-    # the fine pass must help: its loss beats the coarse one on held-out views
+    # the fine pass must help: it beats the coarse pass on the held-out test views
+    bg = eval_background("white")
+    fine, coarse = [], []
+    for k in range(len(test)):
+        out = trainer.pipeline.render_rays_chunked(test.rays(k), bg, 4096, keys=("rgb", "rgb_coarse"))
+        gt = test.composited(k, bg).reshape(-1, 3)
+        fine.append(psnr(out["rgb"], gt))
+        coarse.append(psnr(out["rgb_coarse"], gt))
+    assert sum(fine) / len(fine) > sum(coarse) / len(coarse) + 0.3, (fine, coarse)
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train_psnr = [x["train_psnr"] for x in lines if "train_psnr" in x]
     assert train_psnr[-1] > train_psnr[0] + 6.0

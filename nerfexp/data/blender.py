@@ -9,7 +9,8 @@ import torch
 
 from nerfexp.cameras import Intrinsics, focal_from_fov
 from nerfexp.data.images import DatasetError, check_same_size, load_frames
-from nerfexp.data.scene import BACKGROUNDS, SceneSplit
+from nerfexp.config import check_number
+from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
 
 __all__ = ["BlenderDataset", "DatasetError", "load_frames"]
 
@@ -24,6 +25,8 @@ class BlenderDataset:
                  far: float = 6.0, testskip: int = 1, half_res: bool = False, n_views: int | None = None,
                  scene_box: float | None = None):
         self.root = Path(root).expanduser()
+        check_near_far(near, far)
+        check_number("testskip", testskip, int, low=1)
         if scene_box is not None and not float(scene_box) > 0:
             raise ValueError(f"dataset.scene_box={scene_box!r} must be a positive half side or null")
         self.scene_box = None if scene_box is None else float(scene_box)
@@ -96,7 +99,14 @@ class BlenderDataset:
         intr = Intrinsics(fx, fy, cx, cy, full_w, full_h).scaled(self.downscale)
         return SceneSplit(torch.from_numpy(colors), torch.from_numpy(alphas), torch.from_numpy(c2w_np), intr,
                           self.near, self.far, names=[Path(f["file_path"]).name for f in frames],
-                          bounding_box=self.scene_box)
+                          bounding_box=self.scene_box, sources=[self.source_name(p) for p in paths])
+
+    def source_name(self, path: Path) -> str:
+        """``path`` relative to the dataset root (as written when it lies elsewhere)."""
+        try:
+            return path.relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return path.as_posix()
 
     def render_path(self, n_frames: int = 120) -> torch.Tensor:
         """``(n_frames, 4, 4)`` c2w orbiting the origin at the test cameras' mean distance and height (+z up)."""

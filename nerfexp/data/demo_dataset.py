@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nerfexp.config import check_number
 from nerfexp.data.blender import BlenderDataset
 from nerfexp.data.demo import SCENE_RADIUS, DemoSceneSpec, ensure_demo_scene
 
@@ -24,6 +25,9 @@ class DemoDataset(BlenderDataset):
                  resolution: int = 64, scene_seed: int = 0, downscale: int = 1, background: str = "white",
                  near: float = 2.0, far: float = 6.0, testskip: int = 1, root: str | None = None,
                  n_views: int | None = None):
+        for key, value, low in (("n_train", n_train, 1), ("n_val", n_val, 1), ("n_test", n_test, 1),
+                                ("resolution", resolution, 4), ("scene_seed", scene_seed, 0)):
+            check_number(key, value, int, low=low)
         spec = DemoSceneSpec(n_train=n_train, n_val=n_val, n_test=n_test, resolution=resolution, seed=scene_seed)
         cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         scene_root = Path(root).expanduser() if root else ensure_demo_scene(cache / "demo", spec)

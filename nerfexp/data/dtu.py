@@ -12,7 +12,7 @@ the principal point gains half a pixel. Skew in ``K`` is dropped (DTU's is negli
 Images: the i-th file (by name) of ``image/`` belongs to camera i, and so does the i-th mask of ``mask/`` (1- or
 3-channel; its first channel is used as alpha with ``use_mask_as_alpha``, so colour is premultiplied by the mask and
 the background colour of the config fills the rest). Split: test = every ``test_every``-th view (0, 8, 16, ...),
-train = the rest, val = test. near/far: one pair for the dataset from the camera distances to the origin
+train = the rest less ``n_val`` validation views (never a test view). near/far: one pair for the dataset from the camera distances to the origin
 ``d``: ``near = max(min d - 1, 0.05)``, ``far = max d + 1`` (every ray through the unit sphere fits in it); each ray
 then samples only the part inside the unit sphere (``SceneSplit.bounding_radius``).
 """
@@ -28,7 +28,8 @@ import torch
 from nerfexp.cameras import Intrinsics
 from nerfexp.data.images import DatasetError, check_same_size, list_images, load_frames
 from nerfexp.data.render_paths import azimuths, normalize, orbit_path
-from nerfexp.data.scene import BACKGROUNDS, SceneSplit
+from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
+from nerfexp.data.splits import holdout_splits
 
 SPLITS = ("train", "val", "test")
 #: OpenCV camera axes -> OpenGL camera axes (right-multiplied onto a c2w).
@@ -110,7 +111,8 @@ class DTUDataset:
         background: white | black | random: colour behind the masked object.
         near, far: override the near/far derived from the camera distances.
         use_mask_as_alpha: masks become alpha (colour premultiplied by them); false keeps the photos whole.
-        test_every: test = views 0, test_every, 2 test_every, ...; train = the rest; val = test.
+        test_every: test = views 0, test_every, 2 test_every, ...
+        n_val: validation views held out of the non-test views (evenly spaced); train = the rest.
         cameras: camera file name (``cameras_large.npz`` uses a larger bounding sphere).
 
     Attributes:
@@ -122,12 +124,13 @@ class DTUDataset:
 
     def __init__(self, root: str | Path, downscale: int = 1, background: str = "black", near: float | None = None,
                  far: float | None = None, use_mask_as_alpha: bool = True, test_every: int = 8,
-                 cameras: str = "cameras_sphere.npz"):
+                 cameras: str = "cameras_sphere.npz", n_val: int = 3):
         self.root = Path(root).expanduser()
         if background not in BACKGROUNDS:
             raise ValueError(f"dataset.background={background!r} is not one of {BACKGROUNDS}")
         if int(downscale) < 1:
             raise ValueError(f"dataset.downscale={downscale!r} must be a positive integer")
+        check_near_far(near, far)
         if int(test_every) < 2:
             raise ValueError(f"dataset.test_every={test_every!r} must be >= 2 (else nothing is left to train on)")
         self.background = background
@@ -178,9 +181,7 @@ class DTUDataset:
         dist = np.linalg.norm(self.c2w[:, :3, 3], axis=-1)
         self.near = max(float(dist.min()) - 1.0, 0.05) if near is None else float(near)
         self.far = float(dist.max()) + 1.0 if far is None else float(far)
-        test = np.arange(0, n, self.test_every)
-        train = np.setdiff1d(np.arange(n), test)
-        self.split_indices = {"train": train, "val": test, "test": test}
+        self.split_indices = holdout_splits(n, np.arange(0, n, self.test_every), n_val)
 
     def load(self, split: str) -> SceneSplit:
         """Load ``split`` ('train', 'val' or 'test')."""
@@ -192,7 +193,10 @@ class DTUDataset:
         colors, alphas = load_frames(paths, self.downscale, mask_paths=masks)
         c2w = torch.from_numpy(self.c2w[idx].astype(np.float32))
         return SceneSplit(torch.from_numpy(colors), torch.from_numpy(alphas), c2w, self.intrinsics, self.near,
-                          self.far, names=[p.stem for p in paths], bounding_radius=self.bounding_radius)
+                          self.far, names=[p.stem for p in paths], bounding_radius=self.bounding_radius,
+                          # without masks the photos show the room behind the sphere: rays do not end at it
+                          unbounded=not self.use_mask_as_alpha,
+                          sources=[p.relative_to(self.root).as_posix() for p in paths])
 
     def render_path(self, n_frames: int = 120) -> torch.Tensor:
         """``(n_frames, 4, 4)`` c2w on an arc around the origin at the cameras' mean distance and mean height,

@@ -14,7 +14,8 @@ original code:
 
 Forward-facing scenes are trained in NDC (``ndc=True``: rays span t in [0, 1]); otherwise near/far are
 ``0.9 * min bound`` and ``max bound``. Split (``llffhold``): test = every ``llffhold``-th image (index 0, 8, 16...),
-train = the rest, val = test; ``llffhold=0`` holds out the single view closest to the average pose.
+val = ``n_val`` views held out of the others (never a test view), train = the rest; ``llffhold=0`` tests on the
+single view closest to the average pose.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from PIL import Image
 from nerfexp.cameras import Intrinsics
 from nerfexp.data.images import DatasetError, check_same_size, list_images, load_frames
 from nerfexp.data.render_paths import circle_path, normalize, poses_avg, spiral_path
-from nerfexp.data.scene import BACKGROUNDS, SceneSplit
+from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
+from nerfexp.data.splits import holdout_splits
 
 POSES_FILE = "poses_bounds.npy"
 SPLITS = ("train", "val", "test")
@@ -139,7 +141,8 @@ class LLFFDataset:
         near, far: override the near/far the loader derives (NDC: 0 and 1; else 0.9 min bound and max bound).
         recenter, bd_factor, spherify: pose normalisation as in NeRF (``bd_factor`` null = no rescaling).
         ndc: map rays to NDC (forward-facing scenes); must be false with ``spherify``.
-        llffhold: test = every ``llffhold``-th image, train = the rest, val = test; 0 = the view nearest the mean.
+        llffhold: test = every ``llffhold``-th image; 0 = the view nearest the mean.
+        n_val: validation views held out of the non-test views (evenly spaced); train = the rest.
 
     Attributes:
         c2w: ``(N, 4, 4)`` float64 poses of every image in the scene frame; bounds ``(N, 2)`` in scene units.
@@ -150,7 +153,8 @@ class LLFFDataset:
 
     def __init__(self, root: str | Path, factor: int | None = 8, downscale: int = 1, background: str = "white",
                  near: float | None = None, far: float | None = None, recenter: bool = True,
-                 bd_factor: float | None = 0.75, spherify: bool = False, ndc: bool = True, llffhold: int = 8):
+                 bd_factor: float | None = 0.75, spherify: bool = False, ndc: bool = True, llffhold: int = 8,
+                 n_val: int = 2):
         self.root = Path(root).expanduser()
         if background not in BACKGROUNDS:
             raise ValueError(f"dataset.background={background!r} is not one of {BACKGROUNDS}")
@@ -161,6 +165,10 @@ class LLFFDataset:
         if spherify and ndc:
             raise ValueError("dataset.spherify=true is for 360 captures, which NDC cannot represent: "
                              "set dataset.ndc=false")
+        if ndc and (near is not None or far is not None):
+            raise ValueError(f"dataset.near={near} / dataset.far={far}: with dataset.ndc=true rays span t in [0, 1] "
+                             "in NDC and near/far are not used; leave them null, or set dataset.ndc=false")
+        check_near_far(near, far)
         if bd_factor is not None and bd_factor <= 0:
             raise ValueError(f"dataset.bd_factor={bd_factor!r} must be positive or null")
         if int(llffhold) < 0:
@@ -212,8 +220,7 @@ class LLFFDataset:
             test = np.arange(n)[:: self.llffhold]
         else:
             test = np.array([np.argmin(np.sum((c2w[:, :3, 3] - poses_avg(c2w)[:3, 3]) ** 2, -1))])
-        train = np.setdiff1d(np.arange(n), test)
-        self.split_indices = {"train": train, "val": test, "test": test}
+        self.split_indices = holdout_splits(n, test, n_val)
 
     def _image_paths(self, n_poses: int) -> list[Path]:
         """The images of the chosen factor, shrinking ``images/`` into ``images_<factor>/`` when needed."""
@@ -243,8 +250,10 @@ class LLFFDataset:
         paths = [self.image_paths[i] for i in idx]
         colors, alphas = load_frames(paths, self.downscale)
         c2w = torch.from_numpy(self.c2w[idx].astype(np.float32))
+        # forward-facing captures go on behind far: the last sample stands for everything behind it
         return SceneSplit(torch.from_numpy(colors), torch.from_numpy(alphas), c2w, self.intrinsics, self.near,
-                          self.far, names=[p.stem for p in paths], ndc=self.ndc)
+                          self.far, names=[p.stem for p in paths], ndc=self.ndc, unbounded=True,
+                          sources=[p.relative_to(self.root).as_posix() for p in paths])
 
     def render_path(self, n_frames: int = 120) -> torch.Tensor:
         """``(n_frames, 4, 4)`` c2w for a video: NeRF's spiral, or its circle for spherified captures."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from nerfexp.config import ConfigError, check_number
 from nerfexp.cameras import Intrinsics, RayBundle, box_near_far, ndc_rays, rays_from_pixels, sphere_near_far
 
 BACKGROUNDS = ("white", "black", "random")
@@ -31,6 +32,8 @@ class SceneSplit:
     ndc: bool = False  # forward-facing scenes: rays are mapped to NDC, t in [0, 1]
     bounding_radius: float | None = None  # object inside this sphere: each ray samples only where it crosses it
     bounding_box: float | None = None  # object inside [-b, b]^3: each ray samples only where it crosses the box
+    unbounded: bool = False  # the scene goes on behind far (LLFF, unmasked photos): the last sample takes the rest
+    sources: list[str] = field(default_factory=list)  # each frame's file, relative to the dataset root
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -47,6 +50,7 @@ class SceneSplit:
         """Rays through pixels ``(image, i, j)`` (each ``(B,)``), in NDC when the split is forward-facing."""
         k = self.intrinsics.as_tensor().to(self.c2w.device)
         rays = rays_from_pixels(self.c2w[image], k, i, j, self.near, self.far)
+        rays.unbounded = self.unbounded
         if self.ndc:
             rays = ndc_rays(rays, self.intrinsics.fx, self.intrinsics.width, self.intrinsics.height)
         elif self.bounding_radius is not None:
@@ -70,7 +74,7 @@ class SceneSplit:
         blank = torch.zeros(1, 1, 1, 1).expand(n, intr.height, intr.width, 3)
         return SceneSplit(blank, blank[..., :1], c2w.float().to(self.c2w.device), intr, self.near,
                           self.far, [f"{k:04d}" for k in range(n)], self.ndc, self.bounding_radius,
-                          self.bounding_box)
+                          self.bounding_box, self.unbounded)
 
     def pixel_colors(self, image: Tensor, i: Tensor, j: Tensor, background: Tensor) -> Tensor:
         """Target colours ``(B, 3)`` of pixels ``(image, i, j)`` composited on ``background`` ``(3,)`` or ``(B, 3)``."""
@@ -79,11 +83,20 @@ class SceneSplit:
     def to(self, device: torch.device | str) -> "SceneSplit":
         """A copy with images, alphas and poses on ``device``."""
         return SceneSplit(self.images.to(device), self.alphas.to(device), self.c2w.to(device), self.intrinsics,
-                          self.near, self.far, list(self.names), self.ndc, self.bounding_radius, self.bounding_box)
+                          self.near, self.far, list(self.names), self.ndc, self.bounding_radius, self.bounding_box,
+                          self.unbounded, list(self.sources))
 
     def composited(self, index: int, background: Tensor) -> Tensor:
         """Image ``index`` composited on ``background`` (3,): ``(H, W, 3)``."""
         return self.images[index] + (1.0 - self.alphas[index]) * background
+
+
+def check_near_far(near: float | None, far: float | None) -> None:
+    """``near`` >= 0 and ``far`` > ``near`` where given (config keys ``near``/``far``)."""
+    check_number("near", near, float, low=0, nullable=True)
+    check_number("far", far, float, low=0, low_open=True, nullable=True)
+    if near is not None and far is not None and not near < far:
+        raise ConfigError(f"near={near} and far={far}: near must be < far")
 
 
 def background_color(mode: str, n: int | None = None, generator: torch.Generator | None = None) -> Tensor:

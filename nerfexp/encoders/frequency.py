@@ -6,6 +6,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from nerfexp.config import check_number
+
 
 class FrequencyEncoder(nn.Module):
     """Positional encoding of ``in_dim`` inputs with ``n_freqs`` bands.
@@ -23,8 +25,7 @@ class FrequencyEncoder(nn.Module):
     def __init__(self, n_freqs: int = 10, max_freq_log2: float | None = None, log_sampling: bool = True,
                  include_input: bool = True, in_dim: int = 3):
         super().__init__()
-        if n_freqs < 0:
-            raise ValueError(f"encoder n_freqs={n_freqs} must be >= 0")
+        check_number("n_freqs", n_freqs, int, low=0)
         self.in_dim, self.n_freqs, self.include_input = in_dim, n_freqs, include_input
         top = (n_freqs - 1) if max_freq_log2 is None else max_freq_log2
         if n_freqs == 0:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from nerfexp.config import check_number
 from nerfexp.kernels import cpu_kernels
 from nerfexp.tcnn_support import check_backend, require_tcnn, tcnn_available
 
@@ -39,14 +40,19 @@ class _CPUKernelEncoding(torch.autograd.Function):
 
 def level_layout(n_levels: int, log2_table_size: int, base_resolution: int,
                  per_level_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per level: grid ``scale`` (float), ``resolution``, table ``size`` and ``offset`` in the flat table."""
+    """Per level: grid ``scale`` (float32), ``resolution``, table ``size`` and ``offset`` in the flat table.
+
+    Scales are computed in float32 as tiny-cuda-nn does (``exp2(level * log2(per_level_scale)) * base - 1``), so
+    the PyTorch, C++ and tinycudann backends put a point in the same cells."""
     max_size = 2 ** log2_table_size
-    scales = base_resolution * per_level_scale ** np.arange(n_levels, dtype=np.float64) - 1.0
+    log2_scale = np.log2(np.float32(per_level_scale))
+    scales = (np.exp2(np.arange(n_levels, dtype=np.float32) * log2_scale) * np.float32(base_resolution)
+              - np.float32(1.0)).astype(np.float32)
     res = np.ceil(scales).astype(np.int64) + 1
     dense = res ** 3
     sizes = np.minimum((dense + 7) // 8 * 8, max_size)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    return scales.astype(np.float32), res, sizes, offsets
+    return scales, res, sizes, offsets
 
 
 class HashGridEncoder(nn.Module):
@@ -74,6 +80,14 @@ class HashGridEncoder(nn.Module):
         if in_dim != 3:
             raise ValueError(f"the hash grid encodes 3D points, got in_dim={in_dim}")
         check_backend(backend, "encoder.position.backend")
+        for key, value, low in (("n_levels", n_levels, 1), ("n_features", n_features, 1),
+                                ("log2_table_size", log2_table_size, 4), ("base_resolution", base_resolution, 2)):
+            check_number(key, value, int, low=low)
+        check_number("log2_table_size", log2_table_size, int, high=30)
+        check_number("finest_resolution", finest_resolution, int, low=base_resolution, nullable=True)
+        check_number("per_level_scale", per_level_scale, float, low=1.0, nullable=True)
+        check_number("bound", bound, float, low=0, low_open=True)
+        check_number("init_scale", init_scale, float, low=0)
         if per_level_scale is None:
             if finest_resolution is None or n_levels < 2:
                 per_level_scale = 2.0

@@ -6,6 +6,7 @@ import logging
 import torch
 from torch import Tensor, nn
 
+from nerfexp.config import check_number
 from nerfexp.tcnn_support import check_backend, require_tcnn, tcnn_available
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,10 @@ class GridField(nn.Module):
                  color_layers: int = 2, geo_feat_dim: int = 15, density_bias: float = -1.0, backend: str = "auto"):
         super().__init__()
         check_backend(backend, "field.backend")
+        for key, value, low in (("hidden", hidden, 1), ("density_layers", density_layers, 0),
+                                ("color_layers", color_layers, 0), ("geo_feat_dim", geo_feat_dim, 0)):
+            check_number(key, value, int, low=low)
+        check_number("density_bias", density_bias, float)
         if backend == "tcnn":
             require_tcnn("field.backend")
         self.backend = "tcnn" if backend == "tcnn" or (backend == "auto" and tcnn_available()) else "torch"
@@ -83,14 +88,18 @@ class GridField(nn.Module):
         self.density_net = mlp(pos_dim, hidden, density_layers, 1 + geo_feat_dim, self.backend)
         self.color_net = mlp(dir_dim + geo_feat_dim, hidden, color_layers, 3, self.backend)
 
-    def _density(self, x_enc: Tensor) -> tuple[Tensor, Tensor]:
+    def _density(self, x_enc: Tensor, noise_std: float = 0.0) -> tuple[Tensor, Tensor]:
         h = self.density_net(x_enc)
-        sigma = TruncExp.apply(h[..., 0] + self.density_bias)
-        return sigma, h[..., 1:]
+        raw = h[..., 0] + self.density_bias
+        if noise_std > 0:  # before the activation, as NeRF's raw_noise_std
+            raw = raw + torch.randn_like(raw) * noise_std
+        return TruncExp.apply(raw), h[..., 1:]
 
-    def forward(self, x_enc: Tensor, d_enc: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``x_enc (R, S, pos_dim)``, ``d_enc (R, dir_dim)`` -> rgb ``(R, S, 3)``, sigma ``(R, S)``."""
-        sigma, geo = self._density(x_enc)
+    def forward(self, x_enc: Tensor, d_enc: Tensor | None = None,
+                density_noise_std: float = 0.0) -> tuple[Tensor, Tensor]:
+        """``x_enc (R, S, pos_dim)``, ``d_enc (R, dir_dim)`` -> rgb ``(R, S, 3)``, sigma ``(R, S)``; noise of
+        ``density_noise_std`` on the raw density in training."""
+        sigma, geo = self._density(x_enc, density_noise_std)
         d = d_enc.unsqueeze(-2).expand(*geo.shape[:-1], d_enc.shape[-1])
         rgb = torch.sigmoid(self.color_net(torch.cat([d, geo], dim=-1)))
         return rgb, sigma

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nerfexp.config import check_number
 from nerfexp.fields.linear_relu import linear_relu
 
 DENSITY_ACTIVATIONS = {
@@ -15,36 +16,48 @@ DENSITY_ACTIVATIONS = {
 
 
 class NeRFField(nn.Module):
-    """MLP ``(encoded position, encoded direction) -> (rgb, sigma)``.
+    """MLP ``(encoded position, encoded direction) -> (rgb, sigma)``: NeRF's network (its Fig. 7).
 
     Args:
         pos_dim, dir_dim: encoded input sizes (given by the pipeline from the encoders).
         depth, width: trunk layers and their width.
-        skips: trunk layer indices whose input is concatenated with the encoded position again.
-        use_viewdirs: colour depends on the view direction through a small branch of ``width // 2``.
-        density_activation: ``relu`` (vanilla NeRF, default), ``softplus`` (shifted) or ``exp``.
+        skips: trunk layers whose *output* is concatenated with the encoded position again, so the next layer sees
+            ``width + pos_dim`` inputs (NeRF: ``depth=8, skips=[4]``: layer inputs 63, 256, 256, 256, 256, 319,
+            256, 256 for 10 frequencies).
+        use_viewdirs: colour depends on the view direction through a branch of ``width // 2``.
+        density_activation: ``relu`` (the paper's), ``softplus`` (shifted) or ``exp``.
+        feature_layer: NeRF's linear ``width -> width`` feature layer before the direction branch (the paper's
+            network, parameter for parameter). Without it the branch reads the trunk directly: the same family
+            of functions (two linear maps in a row are one), one layer fewer to run per sample. False here so that
+            runs saved before the key existed load as they were trained; ``conf/field/nerf.yaml`` sets it true.
     """
 
     def __init__(self, pos_dim: int, dir_dim: int, depth: int = 8, width: int = 256, skips: tuple[int, ...] = (4,),
-                 use_viewdirs: bool = True, density_activation: str = "relu"):
+                 use_viewdirs: bool = True, density_activation: str = "relu", feature_layer: bool = False):
         super().__init__()
         if density_activation not in DENSITY_ACTIVATIONS:
             raise ValueError(f"field.density_activation={density_activation!r} is not one of "
                              f"{sorted(DENSITY_ACTIVATIONS)}")
+        check_number("depth", depth, int, low=1)
+        check_number("width", width, int, low=2)
         self.skips = set(int(s) for s in skips)
+        bad = sorted(k for k in self.skips if not 0 <= k < depth - 1)
+        if bad:
+            raise ValueError(f"field.skips={sorted(self.skips)}: each skip must be a trunk layer before the last "
+                             f"(0..{depth - 2} for field.depth={depth}); {bad} is not")
         self.use_viewdirs = use_viewdirs
         self.density_act = DENSITY_ACTIVATIONS[density_activation]
         layers = []
         for k in range(depth):
             in_dim = pos_dim if k == 0 else width
-            if k in self.skips and k > 0:
+            if k - 1 in self.skips:
                 in_dim += pos_dim
             layers.append(nn.Linear(in_dim, width))
         self.trunk = nn.ModuleList(layers)
         self.sigma_head = nn.Linear(width, 1)
+        self.feature = nn.Linear(width, width) if (use_viewdirs and feature_layer) else None
         if use_viewdirs:
-            # NeRF's linear "feature" layer followed by a linear on [feature, d] is itself one linear map of
-            # [h, d]; we keep the two halves apart so the direction half runs once per ray, not per sample.
+            # NeRF's linear on [feature, d] split in two, so the direction half runs once per ray, not per sample
             self.view_from_point = nn.Linear(width, width // 2)
             self.view_from_dir = nn.Linear(dir_dim, width // 2, bias=False)
             self.rgb_head = nn.Linear(width // 2, 3)
@@ -55,27 +68,38 @@ class NeRFField(nn.Module):
         """Trunk output ``(..., width)`` for encoded positions ``(..., pos_dim)``."""
         h = x_enc
         for k, layer in enumerate(self.trunk):
-            if k in self.skips and k > 0:
-                h = torch.cat([x_enc, h], dim=-1)
             h = linear_relu(h, layer)
+            if k in self.skips:
+                h = torch.cat([x_enc, h], dim=-1)
         return h
 
-    def forward(self, x_enc: Tensor, d_enc: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def raw_density(self, h: Tensor, noise_std: float = 0.0) -> Tensor:
+        """Density from trunk features; ``noise_std`` > 0 adds Gaussian noise before the activation (training)."""
+        raw = self.sigma_head(h).squeeze(-1)
+        if noise_std > 0:
+            raw = raw + torch.randn_like(raw) * noise_std
+        return self.density_act(raw)
+
+    def forward(self, x_enc: Tensor, d_enc: Tensor | None = None,
+                density_noise_std: float = 0.0) -> tuple[Tensor, Tensor]:
         """Colour and density at samples.
 
         Args:
             x_enc: ``(R, S, pos_dim)`` encoded sample positions.
             d_enc: ``(R, dir_dim)`` encoded view direction of each ray (shared by its samples).
+            density_noise_std: noise on the raw density before its activation (NeRF's ``raw_noise_std``).
         Returns:
             rgb ``(R, S, 3)`` in [0, 1] and sigma ``(R, S)`` >= 0.
         """
         h = self.trunk_features(x_enc)
-        sigma = self.density_act(self.sigma_head(h)).squeeze(-1)
+        sigma = self.raw_density(h, density_noise_std)
         if self.use_viewdirs:
+            if self.feature is not None:
+                h = self.feature(h)
             h = F.relu(self.view_from_point(h) + self.view_from_dir(d_enc).unsqueeze(-2))
         rgb = torch.sigmoid(self.rgb_head(h))
         return rgb, sigma
 
     def density(self, x_enc: Tensor) -> Tensor:
         """Density alone, ``(..., pos_dim)`` -> ``(...)`` (for meshes and occupancy grids)."""
-        return self.density_act(self.sigma_head(self.trunk_features(x_enc))).squeeze(-1)
+        return self.raw_density(self.trunk_features(x_enc))

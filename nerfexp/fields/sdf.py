@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from nerfexp.config import check_number
+
 NORMAL_MODES = ("analytic", "finite_difference")
 
 # a regular tetrahedron's vertices: the mean of f over them is f(x) + O(h^2), and sum_k v_k f(x + h v_k) / (4h)
@@ -42,6 +44,11 @@ class SDFField(nn.Module):
                  geometric_init: bool = True, weight_norm: bool = False, beta: float = 100.0,
                  normals: str = "analytic", fd_eps: float = 1e-3):
         super().__init__()
+        for key, value, low in (("hidden", hidden, 1), ("n_layers", n_layers, 0), ("geo_feat_dim", geo_feat_dim, 0),
+                                ("color_hidden", color_hidden, 1), ("color_layers", color_layers, 0)):
+            check_number(key, value, int, low=low)
+        for key, value in (("init_radius", init_radius), ("beta", beta), ("fd_eps", fd_eps)):
+            check_number(key, value, float, low=0, low_open=True)
         if normals not in NORMAL_MODES:
             raise ValueError(f"field.normals={normals!r} is not one of {NORMAL_MODES}")
         self.geo_feat_dim, self.normals, self.fd_eps = geo_feat_dim, normals, fd_eps
@@ -88,13 +95,23 @@ class SDFField(nn.Module):
 
     def geometry_with_gradient(self, pts: Tensor, encode, training: bool) -> tuple[Tensor, Tensor, Tensor]:
         """SDF ``(...)``, feature and SDF gradient ``(..., 3)`` at world points ``pts``; ``encode`` maps points
-        to their encoding. The gradient keeps its graph in training (the eikonal loss trains through it)."""
-        if self.normals == "finite_difference" or not torch.is_grad_enabled():
+        to their encoding. The gradient keeps its graph in training (the eikonal loss trains through it).
+        Analytic normals use autograd in evaluation too (under ``no_grad`` or ``inference_mode``), so a view is
+        rendered with the normals it was trained with."""
+        if self.normals == "finite_difference":
             return self._finite_difference(pts, encode)
+        if torch.is_inference_mode_enabled():  # autograd is off there: leave it for this call, on a normal copy
+            with torch.inference_mode(False):
+                return self._autograd_geometry(pts.clone(), encode, training=False)
+        return self._autograd_geometry(pts, encode, training)
+
+    def _autograd_geometry(self, pts: Tensor, encode, training: bool) -> tuple[Tensor, Tensor, Tensor]:
         with torch.enable_grad():
             x = pts.detach().requires_grad_(True) if not pts.requires_grad else pts
             sdf, feat = self.geometry(x, encode(x))
             (grad,) = torch.autograd.grad(sdf, x, torch.ones_like(sdf), create_graph=training)
+        if not training:
+            sdf, feat = sdf.detach(), feat.detach()
         return sdf, feat, grad
 
     def _finite_difference(self, pts: Tensor, encode) -> tuple[Tensor, Tensor, Tensor]:

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor
 
 from nerfexp.cameras import RayBundle
+from nerfexp.config import check_number
 from nerfexp.samplers.stratified import stratified_t
 
 
@@ -47,10 +48,8 @@ class HierarchicalSampler:
     """
 
     def __init__(self, n_samples: int = 64, n_importance: int = 128, lindisp: bool = False, perturb: bool = True):
-        if n_samples <= 1:
-            raise ValueError(f"sampler.n_samples={n_samples} must be > 1")
-        if n_importance < 0:
-            raise ValueError(f"sampler.n_importance={n_importance} must be >= 0")
+        check_number("n_samples", n_samples, int, low=2)
+        check_number("n_importance", n_importance, int, low=0)
         self.n_samples, self.n_importance = n_samples, n_importance
         self.lindisp, self.perturb = lindisp, perturb
 

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from nerfexp.cameras import RayBundle
+from nerfexp.config import check_number
 from nerfexp.render_neus import alpha_weights, neus_alpha
 from nerfexp.samplers.hierarchical import sample_pdf
 from nerfexp.samplers.stratified import stratified_t
@@ -40,8 +41,10 @@ class NeuSUpSampler:
 
     def __init__(self, n_samples: int = 64, n_importance: int = 64, up_sample_steps: int = 4,
                  base_inv_s: float = 64.0, perturb: bool = True):
-        if n_samples <= 1:
-            raise ValueError(f"sampler.n_samples={n_samples} must be > 1")
+        check_number("n_samples", n_samples, int, low=2)
+        check_number("n_importance", n_importance, int, low=0)
+        check_number("up_sample_steps", up_sample_steps, int, low=1)
+        check_number("base_inv_s", base_inv_s, float, low=0, low_open=True)
         if n_importance and (up_sample_steps < 1 or n_importance % up_sample_steps):
             raise ValueError(f"sampler.n_importance={n_importance} must be a multiple of "
                              f"sampler.up_sample_steps={up_sample_steps}")

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from nerfexp.cameras import RayBundle, ray_box
+from nerfexp.config import check_number
 from nerfexp.kernels import cpu_kernels
 from nerfexp.render import compositing_weights
 
@@ -73,6 +74,16 @@ class OccupancySampler(nn.Module):
         super().__init__()
         if n_importance != 0:
             raise ValueError(f"sampler.n_importance={n_importance}: the occupancy sampler has one pass; set it to 0")
+        check_number("bound", bound, float, low=0, low_open=True)
+        for key, value, low in (("resolution", resolution, 1), ("n_samples", n_samples, 1),
+                                ("update_every", update_every, 1), ("warmup_steps", warmup_steps, 0)):
+            check_number(key, value, int, low=low)
+        check_number("render_step_size", render_step_size, float, low=0, low_open=True, nullable=True)
+        check_number("occ_threshold", occ_threshold, float, low=0, high=0.999)
+        check_number("ema_decay", ema_decay, float, low=0, high=1)
+        check_number("early_stop_eps", early_stop_eps, float, low=0, high=1)
+        check_number("alpha_threshold", alpha_threshold, float, low=0, high=0.999)
+        check_number("max_batch_samples", max_batch_samples, int, low=1, nullable=True)
         self.bound, self.resolution = float(bound), int(resolution)
         self.step_size = float(render_step_size or 2.0 * math.sqrt(3.0) * bound / n_samples)
         self.occ_threshold, self.ema_decay = occ_threshold, ema_decay

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor
 
 from nerfexp.cameras import RayBundle
+from nerfexp.config import check_number
 
 
 def stratified_t(near: Tensor, far: Tensor, n_samples: int, lindisp: bool = False, perturb: bool = False,
@@ -37,8 +38,7 @@ class StratifiedSampler:
     """Coarse samples only (``n_importance`` = 0): one network, ``n_samples`` points per ray."""
 
     def __init__(self, n_samples: int = 64, lindisp: bool = False, perturb: bool = True, n_importance: int = 0):
-        if n_samples <= 0:
-            raise ValueError(f"sampler.n_samples={n_samples} must be > 0")
+        check_number("n_samples", n_samples, int, low=1)
         if n_importance != 0:
             raise ValueError(f"sampler.n_importance={n_importance}: the stratified sampler has no fine pass; "
                              "use sampler=hierarchical")
