@@ -124,7 +124,7 @@ class Trainer:
     def renderer_state(self) -> dict:
         """Learned renderer quantities worth a curve (NeuS's sharpness ``inv_s``)."""
         inv_s = getattr(self.pipeline.renderer, "inv_s", None)
-        return {"inv_s": float(inv_s())} if inv_s is not None else {}
+        return {"inv_s": float(inv_s().detach())} if inv_s is not None else {}
 
     def current_lr(self) -> float:
         return lr_at(self.progress(), self.cfg.optim.lr, self.cfg.optim.lr_final) * self.lr_scale
