@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import compose_train, requires_shared, tiny_overrides, SHARED_DATA
+from conftest import SHARED_DATA, compose_train, tiny_overrides
 from nerfexp.cameras import RayBundle, box_near_far
 from nerfexp.config import ConfigError, user_error_message
 from nerfexp.data.splits import holdout_splits
@@ -19,7 +19,7 @@ from nerfexp.fields.nerf import NeRFField
 from nerfexp.fields.sdf import SDFField
 from nerfexp.metrics import psnr, ssim
 from nerfexp.pipeline import build_pipeline
-from nerfexp.render_neus import NeuSRenderer, alpha_weights, eikonal_loss, neus_alpha
+from nerfexp.render_neus import NeuSRenderer, eikonal_loss
 from nerfexp.train import Trainer, train
 
 

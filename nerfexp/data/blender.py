@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from nerfexp.cameras import Intrinsics, focal_from_fov
-from nerfexp.data.images import DatasetError, check_same_size, load_frames
+from nerfexp.data.images import DatasetError, check_same_size, load_frames, source_names
 from nerfexp.config import check_number
 from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
 
@@ -99,14 +99,7 @@ class BlenderDataset:
         intr = Intrinsics(fx, fy, cx, cy, full_w, full_h).scaled(self.downscale)
         return SceneSplit(torch.from_numpy(colors), torch.from_numpy(alphas), torch.from_numpy(c2w_np), intr,
                           self.near, self.far, names=[Path(f["file_path"]).name for f in frames],
-                          bounding_box=self.scene_box, sources=[self.source_name(p) for p in paths])
-
-    def source_name(self, path: Path) -> str:
-        """``path`` relative to the dataset root (as written when it lies elsewhere)."""
-        try:
-            return path.relative_to(self.root.resolve()).as_posix()
-        except ValueError:
-            return path.as_posix()
+                          bounding_box=self.scene_box, sources=source_names(paths, self.root))
 
     def render_path(self, n_frames: int = 120) -> torch.Tensor:
         """``(n_frames, 4, 4)`` c2w orbiting the origin at the test cameras' mean distance and height (+z up)."""

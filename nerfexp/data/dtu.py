@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from nerfexp.cameras import Intrinsics
-from nerfexp.data.images import DatasetError, check_same_size, list_images, load_frames
+from nerfexp.data.images import DatasetError, check_same_size, list_images, load_frames, source_names
 from nerfexp.data.render_paths import azimuths, normalize, orbit_path
 from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
 from nerfexp.data.splits import holdout_splits
@@ -196,7 +196,7 @@ class DTUDataset:
                           self.far, names=[p.stem for p in paths], bounding_radius=self.bounding_radius,
                           # without masks the photos show the room behind the sphere: rays do not end at it
                           unbounded=not self.use_mask_as_alpha,
-                          sources=[p.relative_to(self.root).as_posix() for p in paths])
+                          sources=source_names(paths, self.root))
 
     def render_path(self, n_frames: int = 120) -> torch.Tensor:
         """``(n_frames, 4, 4)`` c2w on an arc around the origin at the cameras' mean distance and mean height,

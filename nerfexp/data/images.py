@@ -26,6 +26,19 @@ def list_images(folder: Path) -> list[Path]:
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def source_names(paths: list[Path], root: Path) -> list[str]:
+    """Each file's path relative to the dataset ``root`` (POSIX separators; as written when it lies outside):
+    what identifies a frame across splits, whose file stems may repeat (blender's ``r_0`` in every split)."""
+    root = root.resolve()
+    names = []
+    for path in paths:
+        try:
+            names.append(path.resolve().relative_to(root).as_posix())
+        except ValueError:
+            names.append(path.as_posix())
+    return names
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """``(width, height)`` from the file header, without decoding the pixels."""
     try:

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from nerfexp.cameras import Intrinsics
-from nerfexp.data.images import DatasetError, check_same_size, list_images, load_frames
+from nerfexp.data.images import DatasetError, check_same_size, list_images, load_frames, source_names
 from nerfexp.data.render_paths import circle_path, normalize, poses_avg, spiral_path
 from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
 from nerfexp.data.splits import holdout_splits
@@ -253,7 +253,7 @@ class LLFFDataset:
         # forward-facing captures go on behind far: the last sample stands for everything behind it
         return SceneSplit(torch.from_numpy(colors), torch.from_numpy(alphas), c2w, self.intrinsics, self.near,
                           self.far, names=[p.stem for p in paths], ndc=self.ndc, unbounded=True,
-                          sources=[p.relative_to(self.root).as_posix() for p in paths])
+                          sources=source_names(paths, self.root))
 
     def render_path(self, n_frames: int = 120) -> torch.Tensor:
         """``(n_frames, 4, 4)`` c2w for a video: NeRF's spiral, or its circle for spherified captures."""
