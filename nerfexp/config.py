@@ -139,6 +139,7 @@ OWN_KEYS = {
     "optim.lr": (float, 0, True, None, False),
     "optim.lr_final": (float, 0, True, None, False),
     "optim.eps": (float, 0, True, None, False),
+    "optim.weight_decay": (float, 0, False, None, False),
 }
 
 

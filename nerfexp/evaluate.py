@@ -11,41 +11,22 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from nerfexp.allocator import keep_freed_memory
 from nerfexp.amp import amp_dtype
 from nerfexp.checkpoint import latest_checkpoint, load_checkpoint
+from nerfexp.compat import upgrade_run_config
 from nerfexp.data.scene import SceneSplit, eval_background
 from nerfexp.metrics import LPIPS, mask_iou, psnr, ssim
-from nerfexp.pipeline import NeRFPipeline, build_pipeline
-from nerfexp.seeding import resolve_device
-from nerfexp.visualize import contact_sheet, depth_image, error_map, normal_image, panel, save_png
+from nerfexp.pipelines.base import Pipeline
+from nerfexp.pipelines.build import build_pipeline
+from nerfexp.pipelines.render_view import render_image
+from nerfexp.runtime.allocator import keep_freed_memory
+from nerfexp.runtime.seeding import resolve_device
+from nerfexp.viz.images import contact_sheet, depth_image, error_map, normal_image, panel, save_png
 
 log = logging.getLogger(__name__)
 
 
-def render_image(pipeline: NeRFPipeline, split: SceneSplit, index: int, background: torch.Tensor, chunk: int,
-                 device: torch.device) -> dict[str, torch.Tensor]:
-    """Render view ``index`` of ``split``: ``rgb (H, W, 3)``, ``depth``, ``disp``, ``acc`` ``(H, W)`` on CPU.
-
-    Out of device memory, the view is rendered again with half the chunk, down to 64 rays, instead of failing."""
-    rays = split.rays(index).to(device)
-    while True:
-        try:
-            out = pipeline.render_rays_chunked(rays, background.to(device), chunk)
-            break
-        except torch.OutOfMemoryError:
-            if chunk <= 64:
-                raise
-            chunk //= 2
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            log.warning("out of memory while rendering; retrying with eval.chunk=%d", chunk)
-    h, w = split.height, split.width
-    return {k: v.reshape(h, w, -1).squeeze(-1).cpu() if k != "rgb" else v.reshape(h, w, 3).cpu()
-            for k, v in out.items()}
-
-
-def evaluate_split(pipeline: NeRFPipeline, split: SceneSplit, background_mode: str, out_dir: Path, chunk: int,
+def evaluate_split(pipeline: Pipeline, split: SceneSplit, background_mode: str, out_dir: Path, chunk: int,
                    device: torch.device, max_views: int | None = None, lpips: LPIPS | None = None) -> dict:
     """Render every view of ``split`` and write ``out_dir/metrics.json``, ``pred/<name>.png`` and
     ``compare/<name>.png`` (ground truth | prediction | depth | error, and normals for SDF pipelines, also as
@@ -91,15 +72,29 @@ def evaluate_split(pipeline: NeRFPipeline, split: SceneSplit, background_mode: s
     return metrics
 
 
+def validation_views(pipeline: Pipeline, split: SceneSplit, background: torch.Tensor, chunk: int,
+                     device: torch.device, n_views: int) -> tuple[float, torch.Tensor]:
+    """Mean PSNR over the first ``n_views`` views of ``split`` (validation during training), and the panel
+    (ground truth | prediction | depth) of the first view, ``(H, 3W, 3)``."""
+    scores, image = [], None
+    for k in range(min(n_views, len(split))):
+        out = render_image(pipeline, split, k, background, chunk, device)
+        gt = split.composited(k, background)
+        scores.append(psnr(out["rgb"], gt))
+        if k == 0:
+            image = panel(gt, out["rgb"], depth_image(out, split.near, split.far))
+    return float(sum(scores) / max(len(scores), 1)), image
+
+
 def load_run_config(run_dir: Path) -> DictConfig:
-    """The resolved config a training run saved (``<run_dir>/config.yaml``)."""
+    """The resolved config a training run saved (``<run_dir>/config.yaml``), in today's names (older runs too)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"run={run_dir}: no config.yaml there; is it a nerfexp training run directory?")
-    return OmegaConf.load(path)
+    return upgrade_run_config(OmegaConf.load(path))
 
 
-def restore_run(cfg: DictConfig) -> tuple[Path, DictConfig, NeRFPipeline, object, torch.device, dict]:
+def restore_run(cfg: DictConfig) -> tuple[Path, DictConfig, Pipeline, object, torch.device, dict]:
     """Load ``cfg.run``'s config (with ``cfg.dataset`` overrides), dataset and checkpointed pipeline."""
     run_dir = Path(cfg.run).expanduser().resolve()
     run_cfg = load_run_config(run_dir)
@@ -131,7 +126,7 @@ def evaluate_run(cfg: DictConfig) -> dict:
     """Entry point of ``evaluate.py``: metrics, images, video and mesh of a run, or a comparison of runs."""
     keep_freed_memory()
     if cfg.compare:
-        from nerfexp.compare import compare_runs
+        from nerfexp.studies.compare import compare_runs
 
         out_dir = Path(cfg.run).expanduser() / cfg.out_subdir / "compare" if cfg.run else Path("outputs/compare")
         return compare_runs([Path(p) for p in cfg.compare], out_dir)
@@ -155,7 +150,7 @@ def evaluate_run(cfg: DictConfig) -> dict:
             logger.log_image("eval/contact_sheet", iio.imread(out_dir / "contact_sheet.png") / 255.0,
                              checkpoint["step"])
     if cfg.video:
-        from nerfexp.video import render_path_frames, write_video
+        from nerfexp.export.video import render_path_frames, write_video
 
         if not hasattr(dataset, "render_path"):
             raise FileNotFoundError(f"dataset {type(dataset).__name__} has no render path for video=true")
@@ -168,13 +163,13 @@ def evaluate_run(cfg: DictConfig) -> dict:
         if logger is not None:
             logger.log_video("eval/render_path", paths[0], cfg.video_fps)
     if cfg.mesh:
-        from nerfexp.mesh import extract_mesh, mesh_bounds
+        from nerfexp.export.mesh import extract_mesh, mesh_bounds
 
         to_world = getattr(dataset, "to_world", None)
         views = [(split.names[k], split.c2w[k].double().numpy(), split.intrinsics)
                  for k in range(min(cfg.mesh_views, len(split)))]
-        result["mesh"] = extract_mesh(pipeline, out_dir / "mesh.ply", mesh_bounds(dataset), cfg.mesh_resolution,
-                                      cfg.mesh_threshold, device, to_world, views)
+        result["mesh"] = extract_mesh(pipeline, out_dir / "mesh.ply", mesh_bounds(run_cfg.dataset.bound),
+                                      cfg.mesh_resolution, cfg.mesh_threshold, device, to_world, views)
         log.info("mesh: %s (%d vertices)", result["mesh"]["path"], result["mesh"]["n_vertices"])
         if logger is not None:
             logger.log_mesh("eval/mesh", out_dir / "mesh.ply")

@@ -17,34 +17,28 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from nerfexp.allocator import keep_freed_memory
 from nerfexp.amp import amp_dtype, autocast, grad_scaler
-from nerfexp.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from nerfexp.checkpoint import (find_resume_dir, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
+                                truncate_metrics)
+from nerfexp.compat import upgrade_run_config
 from nerfexp.config import ConfigError, validate_config
 from nerfexp.data.batcher import RayBatcher
 from nerfexp.data.scene import SceneSplit, background_color, eval_background
-from nerfexp.evaluate import evaluate_split, render_image
-from nerfexp.loggers import MetricsFile
-from nerfexp.metrics import mse_to_psnr, psnr
-from nerfexp.pipeline import NeRFPipeline, build_pipeline
-from nerfexp.plots import center_ray, plot_ray_samples
-from nerfexp.provenance import provenance
-from nerfexp.seeding import resolve_device, seed_everything
-from nerfexp.visualize import depth_image, panel, save_png
+from nerfexp.evaluate import evaluate_split, validation_views
+from nerfexp.loggers.local import MetricsFile
+from nerfexp.losses import training_loss
+from nerfexp.metrics import mse_to_psnr
+from nerfexp.optim.build import build_optimizer
+from nerfexp.optim.schedule import lr_at
+from nerfexp.pipelines.base import Pipeline
+from nerfexp.pipelines.build import build_pipeline
+from nerfexp.runtime.allocator import keep_freed_memory
+from nerfexp.runtime.provenance import provenance
+from nerfexp.runtime.seeding import resolve_device, seed_everything
+from nerfexp.viz.images import save_png
+from nerfexp.viz.plots import center_ray, plot_ray_samples
 
 log = logging.getLogger(__name__)
-
-
-def lr_at(progress: float, lr: float, lr_final: float) -> float:
-    """Exponential decay from ``lr`` (progress 0) to ``lr_final`` (progress 1)."""
-    return lr * (lr_final / lr) ** min(max(progress, 0.0), 1.0)
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
 
 
 class Trainer:
@@ -97,14 +91,10 @@ class Trainer:
     def init_model(self, seed: int) -> None:
         """Fresh pipeline and optimizer from ``seed`` (also used by stuck-start restarts)."""
         torch.manual_seed(seed)
-        self.pipeline: NeRFPipeline = build_pipeline(self.cfg).to(self.device)
+        self.pipeline: Pipeline = build_pipeline(self.cfg).to(self.device)
         self.pipeline.amp_dtype = amp_dtype(self.cfg.trainer.get("amp", "auto"), self.device)
         self.scaler = grad_scaler(self.device, self.pipeline.amp_dtype)
-        o = self.cfg.optim
-        # the fused kernel updates all parameters in one pass: 5-10x faster than the default on CPU for big tables
-        fused = self.device.type in ("cpu", "cuda")
-        self.optimizer = torch.optim.Adam(self.pipeline.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                                          fused=fused)
+        self.optimizer = build_optimizer(self.cfg.optim, self.pipeline, self.device)
 
     # -- one step -----------------------------------------------------------------------------------------------
     def progress(self) -> float:
@@ -113,18 +103,6 @@ class Trainer:
         if tcfg.max_time_s:
             p = max(p, self.train_time / tcfg.max_time_s)
         return p
-
-    def samples_per_ray(self) -> float:
-        """Field queries per ray: the configured counts, or what a ray marcher kept in its last batch."""
-        marched = getattr(self.pipeline.sampler, "last_samples_per_ray", None)
-        if marched is not None:
-            return marched
-        return self.cfg.sampler.n_samples + self.cfg.sampler.get("n_importance", 0)
-
-    def renderer_state(self) -> dict:
-        """Learned renderer quantities worth a curve (NeuS's sharpness ``inv_s``)."""
-        inv_s = getattr(self.pipeline.renderer, "inv_s", None)
-        return {"inv_s": float(inv_s().detach())} if inv_s is not None else {}
 
     def current_lr(self) -> float:
         return lr_at(self.progress(), self.cfg.optim.lr, self.cfg.optim.lr_final) * self.lr_scale
@@ -143,19 +121,13 @@ class Trainer:
         out = {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
         if "ray_index" in out:  # the sampler's budget kept a subset of the batch
             target = target[out["ray_index"]]
-        mse = torch.mean((out["rgb"] - target) ** 2)
-        loss = mse
-        if "rgb_coarse" in out:
-            loss = loss + self.cfg.trainer.coarse_loss_weight * torch.mean((out["rgb_coarse"] - target) ** 2)
-        if "regularizer" in out:  # e.g. NeuS's weighted eikonal term
-            loss = loss + out["regularizer"]
         mask_weight = self.cfg.trainer.get("mask_loss_weight", 0.0)
+        mask = None
         if mask_weight:
             mask = split.alphas[img, j, i, 0]
             if "ray_index" in out:
                 mask = mask[out["ray_index"]]
-            acc = out["acc"].clamp(1e-3, 1.0 - 1e-3)
-            loss = loss + mask_weight * torch.nn.functional.binary_cross_entropy(acc, mask)
+        loss, mse = training_loss(out, target, self.cfg.trainer.coarse_loss_weight, mask, mask_weight)
         return loss, mse
 
     def train_step(self) -> tuple[float, float, bool]:
@@ -177,10 +149,10 @@ class Trainer:
                     grads = [p.grad for p in self.pipeline.parameters() if p.grad is not None]
                     finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
         except torch.OutOfMemoryError:
+            per_ray = self.pipeline.state().get("samples_per_ray", 0)
             raise RuntimeError(f"out of memory in a training step with trainer.batch_rays="
-                               f"{self.cfg.trainer.batch_rays}, sampler.n_samples={self.cfg.sampler.n_samples}, "
-                               f"sampler.n_importance={self.cfg.sampler.get('n_importance', 0)}: lower "
-                               "trainer.batch_rays first (or the sample counts)") from None
+                               f"{self.cfg.trainer.batch_rays} and {per_ray:.0f} samples per ray: lower "
+                               "trainer.batch_rays first (or the sampler's sample counts)") from None
         if finite:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -194,24 +166,16 @@ class Trainer:
         self.pipeline.eval()
         bg = eval_background(self.cfg.dataset.background)
         split = self.val_split
-        scores = []
         n_views = self.cfg.trainer.val_views if n_views is None else n_views
-        for k in range(min(n_views, len(split))):
-            out = render_image(self.pipeline, split, k, bg, self.cfg.eval.chunk, self.device)
-            gt = split.composited(k, bg)
-            scores.append(psnr(out["rgb"], gt))
-            if k == 0:
-                depth = depth_image(out, split.near, split.far)
-                image = panel(gt, out["rgb"], depth)
-                save_png(self.run_dir / "val" / f"step_{self.step:08d}.png", image)
-                self.logger.log_image("val/panel", image, self.step)
-                if self.cfg.trainer.get("plot_rays", False):
-                    ray_png = plot_ray_samples(self.pipeline, center_ray(split, 0).to(self.device),
-                                               self.run_dir / "val" / f"rays_step_{self.step:08d}.png",
-                                               bg.to(self.device), title=f"step {self.step}: centre ray of "
-                                               f"{split.names[0]}")
-                    self.logger.log_image("val/ray_samples", iio.imread(ray_png)[..., :3] / 255.0, self.step)
-        return float(np.mean(scores))
+        score, image = validation_views(self.pipeline, split, bg, self.cfg.eval.chunk, self.device, n_views)
+        save_png(self.run_dir / "val" / f"step_{self.step:08d}.png", image)
+        self.logger.log_image("val/panel", image, self.step)
+        if self.cfg.trainer.get("plot_rays", False):
+            ray_png = plot_ray_samples(self.pipeline, center_ray(split, 0).to(self.device),
+                                       self.run_dir / "val" / f"rays_step_{self.step:08d}.png",
+                                       bg.to(self.device), title=f"step {self.step}: centre ray of {split.names[0]}")
+            self.logger.log_image("val/ray_samples", iio.imread(ray_png)[..., :3] / 255.0, self.step)
+        return score
 
     def state_dict(self) -> dict:
         return {"step": self.step, "train_time": self.train_time, "pipeline": self.pipeline.state_dict(),
@@ -298,6 +262,20 @@ class Trainer:
         every_s = tcfg.get("ckpt_every_s")
         return by_step or bool(every_s) and time.monotonic() - self.last_save_wall >= every_s
 
+    def log_progress(self, loss: float, batch_psnr: float, rays_s: float, bar: tqdm) -> None:
+        """The training curves of this step: loss, batch PSNR, lr, speed, and the sampler's and renderer's state."""
+        self.log({"loss": loss, "train_psnr": batch_psnr, "lr": self.optimizer.param_groups[0]["lr"],
+                  "rays_per_s": rays_s, "time_s": self.train_time, "skipped_steps": self.skipped_steps,
+                  **self.pipeline.state()})
+        bar.set_postfix(step=self.step, loss=f"{loss:.4f}", psnr=f"{batch_psnr:.2f}", rays_s=f"{rays_s:.0f}")
+
+    def validate_and_log(self, bar: tqdm) -> None:
+        tcfg = self.cfg.trainer
+        val = self.validate()
+        self.last_val = (self.step, min(tcfg.val_views, len(self.val_split)), val)
+        self.log({"val_psnr": val, "time_s": self.train_time})
+        bar.write(f"step {self.step}: val PSNR {val:.2f} dB ({self.train_time:.0f} s of training)")
+
     def _on_signal(self, signum, frame) -> None:
         self.stop_signal = signal.Signals(signum).name
 
@@ -333,21 +311,12 @@ class Trainer:
                     continue
                 self.bad_in_row = 0
                 if self.step % tcfg.log_every == 0:
-                    rays_s = window_rays / max(window_time, 1e-9)
+                    self.log_progress(loss, batch_psnr, window_rays / max(window_time, 1e-9), bar)
                     window_rays, window_time = 0, 0.0
-                    self.log({"loss": loss, "train_psnr": batch_psnr, "lr": self.optimizer.param_groups[0]["lr"],
-                              "rays_per_s": rays_s, "time_s": self.train_time,
-                              "samples_per_ray": self.samples_per_ray(),
-                              "skipped_steps": self.skipped_steps, **self.renderer_state()})
-                    bar.set_postfix(step=self.step, loss=f"{loss:.4f}", psnr=f"{batch_psnr:.2f}",
-                                    rays_s=f"{rays_s:.0f}")
                 if self.maybe_restart():
                     continue
                 if tcfg.val_every and self.step % tcfg.val_every == 0:
-                    val = self.validate()
-                    self.last_val = (self.step, min(tcfg.val_views, len(self.val_split)), val)
-                    self.log({"val_psnr": val, "time_s": self.train_time})
-                    bar.write(f"step {self.step}: val PSNR {val:.2f} dB ({self.train_time:.0f} s of training)")
+                    self.validate_and_log(bar)
                 if self.checkpoint_due():
                     self.save()
         finally:
@@ -365,7 +334,16 @@ class Trainer:
                         summary["interrupted"], self.run_dir)
             self.close()
             return summary
-        # the number sweepers optimise: all validation views, never a test view
+        summary.update(self.final_report())
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        self.close()
+        return summary
+
+    def final_report(self) -> dict:
+        """After the last step: validation PSNR over every val view (what sweepers optimise, never a test view),
+        the files of each split, and, with ``trainer.eval_at_end``, the test split's metrics and images."""
+        tcfg = self.cfg.trainer
+        summary: dict = {}
         if self.last_val is not None and self.last_val[:2] == (self.step, len(self.val_split)):
             summary["val_psnr"] = self.last_val[2]  # every validation view was rendered at this very step
         else:
@@ -385,8 +363,6 @@ class Trainer:
             self.logger.log_table("eval/per_view", ["frame", "psnr", "ssim", "lpips"],
                                   [[v["frame"], v["psnr"], v["ssim"], v["lpips"]] for v in test["per_view"]])
             self.log({"test_psnr": test["psnr"], "test_ssim": test["ssim"], "time_s": self.train_time})
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        self.close()
         return summary
 
     def close(self) -> None:
@@ -428,50 +404,6 @@ def hydra_job_info() -> dict | None:
     return {"sweep_dir": hc.sweep.dir, "overrides": list(hc.overrides.task), "num": hc.job.num}
 
 
-def comparable_config(cfg: DictConfig | dict) -> dict:
-    """A run's config without the keys that do not change what is trained (for ``resume=auto``)."""
-    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    c.pop("resume", None)
-    c.get("trainer", {}).pop("max_steps", None)
-    c.get("trainer", {}).pop("max_time_s", None)
-    return c
-
-
-def find_resume_dir(resume: str, cfg: DictConfig, run_dir: Path) -> Path | None:
-    """The run dir to continue: ``resume`` itself, or with ``auto`` the newest run with a checkpoint and the same
-    config among the siblings of this run's output root (``outputs/<date>/<time>``)."""
-    if resume != "auto":
-        path = Path(resume).expanduser().resolve()
-        if not (path / "config.yaml").is_file():
-            raise FileNotFoundError(f"resume={resume}: no config.yaml there; give a training run directory")
-        return path
-    root = run_dir.resolve().parent.parent
-    wanted = comparable_config(cfg)
-    candidates = []
-    for config_path in root.glob("*/*/config.yaml"):
-        other = config_path.parent
-        if other == run_dir.resolve() or latest_checkpoint(other / "checkpoints") is None:
-            continue
-        if comparable_config(OmegaConf.to_container(OmegaConf.load(config_path))) == wanted:
-            candidates.append(other)
-    return max(candidates, key=lambda p: latest_checkpoint(p / "checkpoints").stat().st_mtime, default=None)
-
-
-def truncate_metrics(run_dir: Path, step: int) -> None:
-    """Drop records written after ``step`` (they belong to training that the resumed run will redo)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                kept.append(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash
-    path.write_text("".join(k + "\n" for k in kept))
-
-
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Entry point of ``train.py``: write the resolved config and provenance into ``run_dir``, train, evaluate.
 
@@ -485,7 +417,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         if ckpt_path is None and resume_dir is not None:
             # killed before its first checkpoint: run it again from the start, in its own dir with its own config
             resume = cfg.resume
-            cfg = OmegaConf.load(resume_dir / "config.yaml")
+            cfg = upgrade_run_config(OmegaConf.load(resume_dir / "config.yaml"))
             cfg.resume = resume
             validate_config(cfg)
             run_dir = resume_dir

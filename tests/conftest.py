@@ -7,7 +7,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from nerfexp.allocator import keep_freed_memory
+from nerfexp.runtime.allocator import keep_freed_memory
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"

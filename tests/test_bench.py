@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 
 from conftest import tiny_overrides
-from nerfexp.bench import main, parse_configs, score_label, time_to
+from nerfexp.studies.bench import main, parse_configs, score_label, time_to
 
 
 def test_time_to_level_is_the_first_crossing():

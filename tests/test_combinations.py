@@ -6,7 +6,7 @@ import torch
 
 from conftest import compose_train, tiny_overrides
 from nerfexp.data.scene import background_color
-from nerfexp.pipeline import build_pipeline
+from nerfexp.pipelines.build import build_pipeline
 from nerfexp.train import Trainer
 
 SMALL_GRID = ["encoder.position.n_levels=8", "encoder.position.log2_table_size=14",
@@ -18,8 +18,8 @@ SMALL_GRID = ["encoder.position.n_levels=8", "encoder.position.log2_table_size=1
 def test_encoder_sampler_combination_fits_a_batch(encoder, sampler, demo_cache, tmp_path):
     scene = [o for o in tiny_overrides(demo_cache) if not o.startswith("sampler.")]
     # softplus density: a tiny ReLU field can start dead on a 256-ray batch
-    overrides = scene + [f"encoder={encoder}", f"sampler={sampler}", "sampler.n_samples=32",
-                         "field.density_activation=softplus"]
+    size = "sampler.diagonal_steps=32" if sampler == "occupancy" else "sampler.n_samples=32"
+    overrides = scene + [f"encoder={encoder}", f"sampler={sampler}", size, "field.density_activation=softplus"]
     overrides += SMALL_GRID if encoder == "hashgrid" else []
     overrides += ["sampler.n_importance=16"] if sampler == "hierarchical" else []
     cfg = compose_train(overrides)

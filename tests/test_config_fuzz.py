@@ -16,10 +16,11 @@ from nerfexp.config import OWN_KEYS, _constructor_hints, user_error_message
 from nerfexp.train import train
 
 VALUES = ("0", "-1", "nan", "inf", "abc")
-# one option per group that has its own keys; neus brings the SDF field and sampler
-OPTIONS = (["encoder=frequency"], ["encoder=hashgrid"], ["field=grid"],
-           ["sampler=stratified", "sampler.n_importance=0"],
-           ["sampler=occupancy", "sampler.n_importance=0", "sampler.n_samples=64"], ["renderer=neus"])
+SMALL_SAMPLES = ["sampler.n_samples=8", "sampler.n_importance=8"]  # hierarchical and neus: 8 + 8 per ray
+# one option per group that has its own keys; model=neus brings the SDF field, sampler and renderer
+OPTIONS = ([*SMALL_SAMPLES, "encoder=frequency"], [*SMALL_SAMPLES, "encoder=hashgrid"], [*SMALL_SAMPLES, "field=grid"],
+           ["sampler=stratified", "sampler.n_samples=8"], ["sampler=occupancy", "sampler.diagonal_steps=64"],
+           ["model=neus", *SMALL_SAMPLES])
 SMALL_GRID = ["encoder.position.n_levels=4", "encoder.position.log2_table_size=10",
               "encoder.position.finest_resolution=64"]
 
@@ -27,7 +28,7 @@ SMALL_GRID = ["encoder.position.n_levels=4", "encoder.position.log2_table_size=1
 def tiny_run(cache) -> list[str]:
     """A run that trains two steps of 32 rays on a 16x16 demo scene and renders one validation view."""
     return [f"dataset.cache_dir={cache}", "dataset.resolution=16", "dataset.n_train=3", "dataset.n_val=1",
-            "dataset.n_test=1", "sampler.n_samples=8", "sampler.n_importance=8",
+            "dataset.n_test=1",
             "trainer.batch_rays=32", "trainer.max_steps=2", "trainer.val_every=0", "trainer.eval_at_end=false",
             "trainer.plot_rays=false", "trainer.ckpt_every=0", "trainer.log_every=1", "logger=none",
             "eval.chunk=4096"]
@@ -55,7 +56,7 @@ def cases() -> list[tuple[tuple[str, ...], str]]:
     """(option overrides, key) for every numeric argument of every component option, once each, and the keys
     no constructor owns (trainer, eval, optim)."""
     seen, out = set(), []
-    for option in [[]] + list(OPTIONS):
+    for option in [SMALL_SAMPLES] + list(OPTIONS):
         overrides = option + (SMALL_GRID if "encoder=hashgrid" in option else [])
         cfg = compose_train(overrides)
         for group in ("dataset", "encoder", "field", "sampler", "renderer", "logger"):
@@ -63,7 +64,8 @@ def cases() -> list[tuple[tuple[str, ...], str]]:
                 if (argument, key) not in seen:
                     seen.add((argument, key))
                     out.append((tuple(overrides), key))
-    out += [((), key) for key in OWN_KEYS]
+    out += [(tuple(SMALL_SAMPLES + (["optim=adamw"] if key == "optim.weight_decay" else [])), key)
+            for key in OWN_KEYS]
     return out
 
 

@@ -10,7 +10,7 @@ from nerfexp.evaluate import evaluate_split, restore_run
 from nerfexp.train import Trainer
 
 FAST = ["encoder=hashgrid", "field=grid", "sampler=occupancy", "encoder.position.n_levels=8", "encoder.position.log2_table_size=14", "encoder.position.finest_resolution=256",
-        "sampler.resolution=32", "sampler.n_samples=128", "sampler.warmup_steps=64", "sampler.update_every=8", "sampler.max_batch_samples=32768",
+        "sampler.resolution=32", "sampler.diagonal_steps=128", "sampler.warmup_steps=64", "sampler.update_every=8", "sampler.max_batch_samples=32768",
         "optim.lr=1e-2", "optim.lr_final=1e-3", "optim.eps=1e-15", "trainer.coarse_loss_weight=0",
         "dataset.background=random"]
 
@@ -32,7 +32,7 @@ def test_hashgrid_occupancy_training_raises_psnr_and_prunes(demo_cache, tmp_path
     sampler = trainer.pipeline.sampler
     # the scene fills a small part of its box: most cells must be marked empty, and rays skip them
     assert sampler.occupancy_fraction() < 0.35, sampler.occupancy_fraction()
-    assert sampler.last_samples_per_ray < 0.5 * sampler.n_samples
+    assert sampler.last_samples_per_ray < 0.5 * 128
 
     # the checkpoint carries the occupancy grid, so evaluation marches the same cells
     eval_cfg = OmegaConf.create({"run": str(tmp_path), "checkpoint": None, "device": "cpu", "dataset": {}})

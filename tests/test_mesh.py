@@ -6,8 +6,8 @@ import torch
 from plyfile import PlyData
 from torch import nn
 
-from nerfexp.mesh import extract_mesh, mesh_bounds
-from nerfexp.pipeline import NeRFPipeline
+from nerfexp.export.mesh import extract_mesh, mesh_bounds
+from nerfexp.pipelines.nerf import NeRFPipeline
 
 
 class SphereField(nn.Module):
@@ -64,14 +64,11 @@ def test_to_world_maps_the_unit_frame_back(tmp_path):
     assert abs(r.mean() - 1.0) < 0.02  # radius 0.5 in the unit frame, scaled by 2
 
 
-def test_mesh_bounds_follow_the_dataset():
-    class WithSphere:
-        bounding_radius = 1.0
-
-    lo, hi = mesh_bounds(WithSphere())
+def test_mesh_bounds_are_the_dataset_bound():
+    lo, hi = mesh_bounds(1.0)
     assert (lo == -1).all() and (hi == 1).all()
-    lo, hi = mesh_bounds(object())
-    assert (hi == 1.5).all()
+    lo, hi = mesh_bounds(1.3)
+    assert (lo == -1.3).all() and (hi == 1.3).all()
 
 
 def test_mesh_views_show_the_sphere_where_the_camera_sees_it(tmp_path):

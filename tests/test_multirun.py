@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import REPO, tiny_overrides
-from nerfexp.wandb_offline import offline_run_dirs, read_run
+from nerfexp.loggers.wandb_offline import offline_run_dirs, read_run
 
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="hydra-joblib-launcher is not installed")
 
@@ -63,7 +63,7 @@ def test_each_job_has_its_own_run_dir_metrics_and_wandb_run(sweep):
 
 
 def test_report_sums_up_the_sweep(sweep):
-    proc = subprocess.run([sys.executable, "-m", "nerfexp.report", str(sweep)], cwd=REPO, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "nerfexp.studies.report", str(sweep)], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "4 jobs" in proc.stdout

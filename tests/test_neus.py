@@ -10,9 +10,9 @@ from conftest import compose_train
 from nerfexp.cameras import RayBundle
 from nerfexp.encoders.frequency import FrequencyEncoder
 from nerfexp.fields.sdf import SDFField
-from nerfexp.pipeline import build_pipeline
-from nerfexp.render_neus import NeuSRenderer, alpha_weights, neus_alpha
-from nerfexp.samplers.neus_upsample import NeuSUpSampler
+from nerfexp.pipelines.build import build_pipeline
+from nerfexp.renderers.neus import NeuSRenderer, alpha_weights, neus_alpha
+from nerfexp.samplers.neus import NeuSUpSampler
 
 
 def plane_sections(t_surface: float, n: int = 400, near: float = 0.0, far: float = 4.0):
@@ -51,15 +51,15 @@ def test_leaving_a_surface_adds_no_opacity():
         assert alpha.max().item() < 1e-3
 
 
-def sdf_field(hidden: int = 64, **kw) -> tuple[SDFField, FrequencyEncoder]:
+def sdf_field(width: int = 64, **kw) -> tuple[SDFField, FrequencyEncoder]:
     enc = FrequencyEncoder(n_freqs=4)
     torch.manual_seed(0)
-    return SDFField(enc.out_dim, 27, hidden=hidden, n_layers=3, **kw), enc
+    return SDFField(enc.out_dim, 27, width=width, depth=3, **kw), enc
 
 
 def test_geometric_init_starts_from_the_sphere():
     # a sum of random softplus ridges approximates |x| - r, roughly (the error shrinks slowly with the width)
-    field, enc = sdf_field(hidden=256, init_radius=0.6)
+    field, enc = sdf_field(width=256, init_radius=0.6)
     x = torch.randn(2000, 3)
     r = torch.empty(2000).uniform_(0.0, 1.4)
     x = x / x.norm(dim=-1, keepdim=True) * r[:, None]
@@ -110,9 +110,11 @@ def sphere_rays(n: int = 32) -> RayBundle:
 def test_up_sampling_gathers_samples_at_the_surface():
     radius = 0.5
     rays = sphere_rays()
-    sampler = NeuSUpSampler(n_samples=32, n_importance=64, up_sample_steps=4)
-    t = sampler.sample(rays, lambda p: p.norm(dim=-1) - radius, 1.0, training=False)
+    sampler = NeuSUpSampler(bound=1.0, n_samples=32, n_importance=64, up_sample_steps=4)
+    samples = sampler.sample(rays, False, lambda p: p.norm(dim=-1) - radius)
+    t = samples.t
     assert t.shape == (32, 96) and (t[:, 1:] >= t[:, :-1]).all()
+    assert samples.importance.sum(-1).eq(64).all()  # the up-sampled ones are marked
     # first hit of each ray with the sphere
     b = (rays.origins * rays.directions).sum(-1)
     c = (rays.origins ** 2).sum(-1) - radius ** 2
@@ -124,7 +126,7 @@ def test_up_sampling_gathers_samples_at_the_surface():
 
 @pytest.mark.parametrize("normals", ["analytic", "finite_difference"])
 def test_sdf_pipeline_renders_the_initial_sphere(normals):
-    cfg = compose_train(["renderer=neus", "encoder.position.n_freqs=4", f"field.normals={normals}",
+    cfg = compose_train(["model=neus", "encoder.position.n_freqs=4", f"field.normals={normals}",
                          "field.init_radius=0.5", "renderer.init_variance=0.6", "sampler.n_samples=64",
                          "sampler.n_importance=64", "sampler.up_sample_steps=4"])
     pipeline = build_pipeline(cfg)
@@ -155,10 +157,14 @@ def test_sdf_pipeline_renders_the_initial_sphere(normals):
 def test_volume_field_and_neus_field_are_not_mixed_up():
     from nerfexp.config import ConfigError
 
-    with pytest.raises(ConfigError, match="renderer=neus"):
+    # one group swapped alone: one line naming it and the model group that picks a matching set
+    with pytest.raises(ConfigError, match=r"field=sdf reads an SDF but renderer=volume .* model=neus"):
         build_pipeline(compose_train(["field=sdf"]))
-    with pytest.raises(ConfigError, match="field=sdf"):
-        build_pipeline(compose_train(["renderer=neus", "field=nerf"]))
+    with pytest.raises(ConfigError, match=r"field=nerf reads a density but renderer=neus .* model=neus"):
+        build_pipeline(compose_train(["renderer=neus"]))
+    with pytest.raises(ConfigError, match=r"sampler=neus reads an SDF"):
+        build_pipeline(compose_train(["sampler=neus"]))
+    assert type(build_pipeline(compose_train(["model=neus"]))).__name__ == "SDFPipeline"
 
 
 def test_sharpness_is_learned():

@@ -1,4 +1,4 @@
-"""NeuS end to end, as a user runs it: `renderer=neus` trains through train.py on the demo scene, evaluate.py
+"""NeuS end to end, as a user runs it: `model=neus` (the neus_demo preset) trains through train.py on the demo scene, evaluate.py
 writes normal maps and mask IoU, and the mesh at the zero level set lies on the scene's analytic surface."""
 from __future__ import annotations
 

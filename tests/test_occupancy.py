@@ -6,7 +6,7 @@ import math
 import torch
 
 from nerfexp.cameras import RayBundle, ray_box
-from nerfexp.render import composite
+from nerfexp.renderers.volume import composite
 from nerfexp.samplers.occupancy import OccupancySampler, compact
 
 
@@ -35,13 +35,13 @@ def test_compact_keeps_order_and_trims():
 
 
 def test_empty_grid_cells_get_no_samples():
-    sampler = OccupancySampler(bound=1.0, resolution=8, n_samples=128, early_stop_eps=0.0)
+    sampler = OccupancySampler(bound=1.0, resolution=8, diagonal_steps=128, early_stop_eps=0.0)
     # occupy only the slab of cells with z in [0, 0.25)
     idx = torch.arange(8 ** 3)
     z_cell = idx // 64
     sampler.occupied.copy_(z_cell == 4)
     rays = rays_down_z([(0.1, 0.1), (-0.6, 0.3)])
-    s = sampler.march(rays, lambda p: torch.zeros(p.shape[:-1]), training=False)
+    s = sampler.sample(rays, False, lambda p: torch.zeros(p.shape[:-1]))
     pts_z = (rays.origins[:, None, 2] + rays.directions[:, None, 2] * s.t)[s.mask]
     assert s.mask.any() and ((pts_z >= 0) & (pts_z < 0.25)).all()
     step = 2 * math.sqrt(3) / 128
@@ -51,7 +51,7 @@ def test_empty_grid_cells_get_no_samples():
 
 def test_constant_density_slab_composites_to_analytic_opacity():
     sigma, thickness = 2.0, 0.5
-    sampler = OccupancySampler(bound=1.0, resolution=16, n_samples=2048, early_stop_eps=0.0)
+    sampler = OccupancySampler(bound=1.0, resolution=16, diagonal_steps=2048, early_stop_eps=0.0)
 
     def density(p):
         return torch.where((p[..., 2] > -0.25) & (p[..., 2] < 0.25), sigma, 0.0) * torch.ones(p.shape[:-1])
@@ -59,7 +59,7 @@ def test_constant_density_slab_composites_to_analytic_opacity():
     sampler.update(0, density)  # warm-up update: every cell evaluated once
     assert 0 < sampler.occupancy_fraction() < 0.5  # only the slab's cells
     rays = rays_down_z([(0.0, 0.0), (0.3, -0.2)])
-    s = sampler.march(rays, density, training=False)
+    s = sampler.sample(rays, False, density)
     pts = rays.origins[:, None] + rays.directions[:, None] * s.t[..., None]
     sig = density(pts) * s.mask
     out = composite(torch.ones(*s.t.shape, 3), sig, s.t, s.deltas, None)
@@ -68,13 +68,13 @@ def test_constant_density_slab_composites_to_analytic_opacity():
 
 
 def test_opaque_wall_stops_marching():
-    sampler = OccupancySampler(bound=1.0, resolution=8, n_samples=256, early_stop_eps=1e-4)
+    sampler = OccupancySampler(bound=1.0, resolution=8, diagonal_steps=256, early_stop_eps=1e-4)
 
     def wall(p):  # very dense for z < 0.5
         return torch.where(p[..., 2] < 0.5, 1e4, 0.0) * torch.ones(p.shape[:-1])
 
     rays = rays_down_z([(0.0, 0.0)])
-    s = sampler.march(rays, wall, training=False)
+    s = sampler.sample(rays, False, wall)
     z = (rays.origins[:, None, 2] + rays.directions[:, None, 2] * s.t)[s.mask]
     assert z.min() > 0.45  # nothing sampled far behind the wall's front
     # the (never updated, all occupied) grid keeps the empty samples from z = 1 down to the wall, then one more
@@ -83,7 +83,7 @@ def test_opaque_wall_stops_marching():
 
 
 def test_grid_update_marks_the_sphere_and_decays():
-    sampler = OccupancySampler(bound=1.0, resolution=16, n_samples=256, warmup_steps=100, ema_decay=0.5)
+    sampler = OccupancySampler(bound=1.0, resolution=16, diagonal_steps=256, warmup_steps=100, ema_decay=0.5)
     ball = lambda p: torch.where(p.norm(dim=-1) < 0.5, 50.0, 0.0)  # noqa: E731
     sampler.update(0, ball)
     centers = sampler.cell_centers(torch.arange(16 ** 3), jitter=False)
@@ -104,7 +104,7 @@ def test_cpu_kernel_marches_the_same_samples():
     if cpu_kernels() is None:
         pytest.skip("the C++ CPU kernels cannot be built here (no compiler); the PyTorch marcher is tested above")
     torch.manual_seed(0)
-    sampler = OccupancySampler(bound=1.0, resolution=16, n_samples=200, early_stop_eps=0.0)
+    sampler = OccupancySampler(bound=1.0, resolution=16, diagonal_steps=200, early_stop_eps=0.0)
     sampler.occupied.copy_(torch.rand(16 ** 3) < 0.3)
     n = 64
     origins = torch.randn(n, 3) * 0.3 + torch.tensor([0.0, 0.0, 3.0])
@@ -113,10 +113,10 @@ def test_cpu_kernel_marches_the_same_samples():
                      torch.full((n, 1), 8.0))
     sampler.use_cpu_kernel = False
     torch.manual_seed(1)
-    ref = sampler.march(rays, lambda p: torch.zeros(p.shape[:-1]), training=True)
+    ref = sampler.sample(rays, True, lambda p: torch.zeros(p.shape[:-1]))
     sampler.use_cpu_kernel = True
     torch.manual_seed(1)
-    fast = sampler.march(rays, lambda p: torch.zeros(p.shape[:-1]), training=True)
+    fast = sampler.sample(rays, True, lambda p: torch.zeros(p.shape[:-1]))
     assert ref.mask.any()
     assert torch.equal(ref.mask, fast.mask)
     assert torch.allclose(ref.t[ref.mask], fast.t[fast.mask], atol=1e-6)

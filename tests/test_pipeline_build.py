@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose_train
+from nerfexp.encoders.tcnn_support import tcnn_available
 from nerfexp.fields.grid import GridField
-from nerfexp.pipeline import build_pipeline
-from nerfexp.tcnn_support import tcnn_available
+from nerfexp.pipelines.build import build_pipeline
 
 
 def test_coarse_overrides_apply_to_the_coarse_network_only():

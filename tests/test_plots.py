@@ -7,10 +7,10 @@ from torch import nn
 
 from nerfexp.cameras import RayBundle
 from nerfexp.encoders.frequency import FrequencyEncoder
-from nerfexp.pipeline import NeRFPipeline
-from nerfexp.plots import plot_ray_samples, ray_samples
-from nerfexp.render import VolumeRenderer
+from nerfexp.pipelines.nerf import NeRFPipeline
+from nerfexp.renderers.volume import VolumeRenderer
 from nerfexp.samplers.hierarchical import HierarchicalSampler
+from nerfexp.viz.plots import plot_ray_samples, ray_samples
 
 
 class BallField(nn.Module):

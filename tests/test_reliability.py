@@ -153,7 +153,7 @@ def test_sigterm_saves_and_exits_cleanly(demo_cache, tmp_path):
 
 
 def test_render_retries_with_smaller_chunks_when_out_of_memory(demo_cache, tmp_path):
-    from nerfexp.evaluate import render_image
+    from nerfexp.pipelines.render_view import render_image
 
     trainer = Trainer(compose_train(quiet(demo_cache, "trainer.max_steps=1")), tmp_path)
     real = trainer.pipeline.render_rays_chunked

@@ -3,7 +3,8 @@ import math
 
 import torch
 
-from nerfexp.render import FAR_DELTA, composite, compositing_weights, sample_deltas
+from nerfexp.renderers.volume import composite, compositing_weights
+from nerfexp.samplers.base import FAR_DELTA, sample_deltas
 
 DOWN = torch.tensor([[0.0, 0.0, -1.0]])
 

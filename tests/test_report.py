@@ -8,8 +8,8 @@ import imageio.v3 as iio
 import pytest
 import yaml
 
-from nerfexp.report import job_dirs, main, make_report, parse_overrides, swept_keys
-from nerfexp.wandb_offline import read_run
+from nerfexp.loggers.wandb_offline import read_run
+from nerfexp.studies.report import job_dirs, main, make_report, parse_overrides, swept_keys
 
 # job -> (learning rate, [(step, time_s, train_psnr, val_psnr, rays_per_s)], test_psnr)
 JOBS = {

@@ -2,6 +2,7 @@
 import torch
 
 from nerfexp.cameras import RayBundle
+from nerfexp.samplers.base import RenderedPass
 from nerfexp.samplers.hierarchical import HierarchicalSampler, sample_pdf
 from nerfexp.samplers.stratified import stratified_t
 
@@ -41,11 +42,15 @@ def test_hierarchical_merges_and_concentrates_samples_near_surface():
     rays = RayBundle(torch.zeros(4, 3), torch.tensor([[0.0, 0.0, -1.0]]).expand(4, 3),
                      torch.tensor([[0.0, 0.0, -1.0]]).expand(4, 3), torch.full((4, 1), 2.0), torch.full((4, 1), 6.0))
     sampler = HierarchicalSampler(n_samples=32, n_importance=64)
-    t = sampler.coarse(rays, training=True)
+    assert sampler.n_passes == 2
+    coarse = sampler.sample(rays, True, None)
+    t = coarse.t
     weights = torch.zeros_like(t)
     weights[:, 16] = 1.0  # all mass at one coarse sample
-    tf = sampler.fine(rays, t, weights, training=True)
+    fine = sampler.sample(rays, True, None, RenderedPass(coarse, weights))
+    tf = fine.t
     assert tf.shape == (4, 96) and (tf.diff(dim=-1) >= 0).all()
+    assert fine.importance.sum(-1).eq(64).all() and torch.equal(tf[~fine.importance].reshape(4, 32), t)
     mids = 0.5 * (t[:, 1:] + t[:, :-1])
     near_surface = ((tf >= mids[:, 15:16]) & (tf <= mids[:, 16:17])).sum(dim=-1)
     assert (near_surface >= 60).all()  # nearly all 64 importance samples in the two bins around sample 16

@@ -15,11 +15,13 @@ from nerfexp.cameras import RayBundle, box_near_far
 from nerfexp.config import ConfigError, user_error_message
 from nerfexp.data.splits import holdout_splits
 from nerfexp.encoders.hashgrid import level_layout
+from nerfexp.fields.base import FieldOutputs
 from nerfexp.fields.nerf import NeRFField
 from nerfexp.fields.sdf import SDFField
 from nerfexp.metrics import psnr, ssim
-from nerfexp.pipeline import build_pipeline
-from nerfexp.render_neus import NeuSRenderer, eikonal_loss
+from nerfexp.pipelines.build import build_pipeline
+from nerfexp.renderers.neus import NeuSRenderer, eikonal_loss
+from nerfexp.samplers.base import RaySamples
 from nerfexp.train import Trainer, train
 
 
@@ -72,7 +74,7 @@ def test_rays_that_miss_the_scene_box_render_the_background_through_a_dense_fiel
 
 
 def test_neus_rays_that_miss_the_sphere_show_the_background():
-    cfg = compose_train(["renderer=neus", "encoder.position.n_freqs=2", "renderer.radius=1.0",
+    cfg = compose_train(["model=neus", "encoder.position.n_freqs=2", "dataset.bound=1.0",
                          "sampler.n_samples=16", "sampler.n_importance=16"])
     pipeline = build_pipeline(cfg)
     o = torch.tensor([[0.0, 0.0, 3.0], [2.0, 0.0, 3.0]])
@@ -109,7 +111,7 @@ def test_random_background_training_learns_empty_space(demo_cache, tmp_path):
 # -- NeuS -------------------------------------------------------------------------------------------------------
 def test_neus_evaluation_uses_the_autograd_normals_it_trained_with():
     torch.manual_seed(0)
-    field = SDFField(pos_dim=3, dir_dim=3, hidden=32, n_layers=2, normals="analytic", fd_eps=0.2)
+    field = SDFField(pos_dim=3, dir_dim=3, width=32, depth=2, normals="analytic", fd_eps=0.2)
     pts = torch.randn(50, 3) * 0.5
     encode = lambda x: x  # noqa: E731
     _, _, train_grad = field.geometry_with_gradient(pts, encode, training=True)
@@ -140,10 +142,13 @@ def test_neus_sharpness_rises_when_the_surface_must_be_sharp():
     sdf = 4.0 - mid
     grad = torch.tensor([0.0, 0.0, 1.0]).expand(1, 201, 3)
     rgbs = ((mid - 4.0).abs() < 0.05).float().unsqueeze(-1).expand(1, 201, 3)
+    ray = RayBundle(torch.zeros(1, 3), torch.tensor([[0.0, 0.0, -1.0]]), torch.tensor([[0.0, 0.0, -1.0]]),
+                    torch.full((1, 1), 3.0), torch.full((1, 1), 5.0))
     opt = torch.optim.Adam(renderer.parameters(), lr=1e-2)
     s0 = renderer.inv_s().item()
     for _ in range(60):
-        out = renderer(rgbs, sdf, grad, mid, dists, torch.tensor([[0.0, 0.0, -1.0]]), torch.zeros(3), True)
+        out = renderer(FieldOutputs(rgb=rgbs, sdf=sdf, gradient=grad), RaySamples(mid, dists), ray, torch.zeros(3),
+                       True)
         loss = ((out["rgb"] - 1.0) ** 2).mean()
         opt.zero_grad()
         loss.backward()

@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 
 from conftest import compose_train
 
-from nerfexp.wandb_logger import WandbLogger, resolve_mode, run_identity
-from nerfexp.wandb_offline import (OfflineRunError, iter_chunks, offline_run_dirs, read_history, read_run,
+from nerfexp.loggers.wandb_logger import WandbLogger, resolve_mode, run_identity
+from nerfexp.loggers.wandb_offline import (OfflineRunError, iter_chunks, offline_run_dirs, read_history, read_run,
                                    wait_until_complete, wandb_file)
 
 JOB = {"sweep_dir": "/tmp/multirun/2026-11-23/10-00-00", "overrides": ["sampler.n_samples=16", "optim.lr=1e-3"],

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from nerfexp.cameras import Intrinsics, focal_from_fov
-from nerfexp.data.images import DatasetError, check_same_size, load_frames, source_names
 from nerfexp.config import check_number
+from nerfexp.data.images import DatasetError, check_same_size, load_frames, source_names
 from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
 
 __all__ = ["BlenderDataset", "DatasetError", "load_frames"]
@@ -18,18 +18,18 @@ __all__ = ["BlenderDataset", "DatasetError", "load_frames"]
 class BlenderDataset:
     """NeRF-synthetic scenes. ``downscale`` is an integer area-averaging factor (``half_res`` = 2).
 
-    ``scene_box``: half side of a box around the origin that holds the object (1.5 for NeRF-synthetic); rays then
-    sample only where they cross it, instead of all of [near, far]."""
+    ``bound``: half side of the box around the origin that holds the object (1.5 for NeRF-synthetic; hash grids,
+    occupancy grids and meshes cover it); with ``clip_rays`` rays sample only where they cross it, instead of all
+    of [near, far]."""
 
     def __init__(self, root: str | Path, downscale: int = 1, background: str = "white", near: float = 2.0,
                  far: float = 6.0, testskip: int = 1, half_res: bool = False, n_views: int | None = None,
-                 scene_box: float | None = None):
+                 bound: float = 1.5, clip_rays: bool = False):
         self.root = Path(root).expanduser()
         check_near_far(near, far)
         check_number("testskip", testskip, int, low=1)
-        if scene_box is not None and not float(scene_box) > 0:
-            raise ValueError(f"dataset.scene_box={scene_box!r} must be a positive half side or null")
-        self.scene_box = None if scene_box is None else float(scene_box)
+        check_number("bound", bound, float, low=0, low_open=True)
+        self.bound, self.clip_rays = float(bound), bool(clip_rays)
         if n_views is not None and int(n_views) < 1:
             raise ValueError(f"dataset.n_views={n_views!r} must be a positive integer or null")
         self.n_views = None if n_views is None else int(n_views)
@@ -99,7 +99,7 @@ class BlenderDataset:
         intr = Intrinsics(fx, fy, cx, cy, full_w, full_h).scaled(self.downscale)
         return SceneSplit(torch.from_numpy(colors), torch.from_numpy(alphas), torch.from_numpy(c2w_np), intr,
                           self.near, self.far, names=[Path(f["file_path"]).name for f in frames],
-                          bounding_box=self.scene_box, sources=source_names(paths, self.root))
+                          bounding_box=self.bound if self.clip_rays else None, sources=source_names(paths, self.root))
 
     def render_path(self, n_frames: int = 120) -> torch.Tensor:
         """``(n_frames, 4, 4)`` c2w orbiting the origin at the test cameras' mean distance and height (+z up)."""

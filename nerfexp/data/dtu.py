@@ -14,7 +14,7 @@ Images: the i-th file (by name) of ``image/`` belongs to camera i, and so does t
 the background colour of the config fills the rest). Split: test = every ``test_every``-th view (0, 8, 16, ...),
 train = the rest less ``n_val`` validation views (never a test view). near/far: one pair for the dataset from the camera distances to the origin
 ``d``: ``near = max(min d - 1, 0.05)``, ``far = max d + 1`` (every ray through the unit sphere fits in it); each ray
-then samples only the part inside the unit sphere (``SceneSplit.bounding_radius``).
+then samples only the part inside the unit sphere (``dataset.bound``).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from nerfexp.cameras import Intrinsics
+from nerfexp.config import check_number
 from nerfexp.data.images import DatasetError, check_same_size, list_images, load_frames, source_names
 from nerfexp.data.render_paths import azimuths, normalize, orbit_path
 from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
@@ -117,15 +118,15 @@ class DTUDataset:
 
     Attributes:
         c2w: ``(N, 4, 4)`` float64 OpenGL poses in the normalised frame; intrinsics: for the loaded size.
-        bounding_radius: the object lies within this distance of the origin.
+        bound: the object lies within this distance of the origin (the sphere rays are clipped to).
     """
-
-    bounding_radius = 1.0
 
     def __init__(self, root: str | Path, downscale: int = 1, background: str = "black", near: float | None = None,
                  far: float | None = None, use_mask_as_alpha: bool = True, test_every: int = 8,
-                 cameras: str = "cameras_sphere.npz", n_val: int = 3):
+                 cameras: str = "cameras_sphere.npz", n_val: int = 3, bound: float = 1.0):
         self.root = Path(root).expanduser()
+        check_number("bound", bound, float, low=0, low_open=True)
+        self.bound = float(bound)
         if background not in BACKGROUNDS:
             raise ValueError(f"dataset.background={background!r} is not one of {BACKGROUNDS}")
         if int(downscale) < 1:
@@ -193,7 +194,7 @@ class DTUDataset:
         colors, alphas = load_frames(paths, self.downscale, mask_paths=masks)
         c2w = torch.from_numpy(self.c2w[idx].astype(np.float32))
         return SceneSplit(torch.from_numpy(colors), torch.from_numpy(alphas), c2w, self.intrinsics, self.near,
-                          self.far, names=[p.stem for p in paths], bounding_radius=self.bounding_radius,
+                          self.far, names=[p.stem for p in paths], bounding_radius=self.bound,
                           # without masks the photos show the room behind the sphere: rays do not end at it
                           unbounded=not self.use_mask_as_alpha,
                           sources=source_names(paths, self.root))

@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from nerfexp.cameras import Intrinsics
+from nerfexp.config import check_number
 from nerfexp.data.images import DatasetError, check_same_size, list_images, load_frames, source_names
 from nerfexp.data.render_paths import circle_path, normalize, poses_avg, spiral_path
 from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
@@ -154,8 +155,10 @@ class LLFFDataset:
     def __init__(self, root: str | Path, factor: int | None = 8, downscale: int = 1, background: str = "white",
                  near: float | None = None, far: float | None = None, recenter: bool = True,
                  bd_factor: float | None = 0.75, spherify: bool = False, ndc: bool = True, llffhold: int = 8,
-                 n_val: int = 2):
+                 n_val: int = 2, bound: float = 1.0):
         self.root = Path(root).expanduser()
+        check_number("bound", bound, float, low=0, low_open=True)
+        self.bound = float(bound)
         if background not in BACKGROUNDS:
             raise ValueError(f"dataset.background={background!r} is not one of {BACKGROUNDS}")
         if int(downscale) < 1:

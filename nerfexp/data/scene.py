@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from nerfexp.config import ConfigError, check_number
 from nerfexp.cameras import Intrinsics, RayBundle, box_near_far, ndc_rays, rays_from_pixels, sphere_near_far
+from nerfexp.config import ConfigError, check_number
 
 BACKGROUNDS = ("white", "black", "random")
 

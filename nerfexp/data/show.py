@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> Path:
              + ", ".join(f"{n} {len(s)} views {s.width}x{s.height}" for n, s in splits.items())
              + (f"; NDC (axis drawn over depth bounds {depth_range[0]:.2f}..{depth_range[1]:.2f})"
                 if ndc and depth_range else f"; near {splits['train'].near:.2f} far {splits['train'].far:.2f}"))
-    path = plot_cameras(splits, out, title, depth_range, render_path, getattr(dataset, "bounding_radius", None))
+    path = plot_cameras(splits, out, title, depth_range, render_path, splits["train"].bounding_radius)
     print(f"wrote {path}")
     return path
 

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from nerfexp.config import check_number
+from nerfexp.encoders.tcnn_support import check_backend, require_tcnn, tcnn_available
 from nerfexp.kernels import cpu_kernels
-from nerfexp.tcnn_support import check_backend, require_tcnn, tcnn_available
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from nerfexp.config import check_number
-from nerfexp.tcnn_support import check_backend, require_tcnn, tcnn_available
+from nerfexp.encoders.tcnn_support import check_backend, require_tcnn, tcnn_available
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +64,22 @@ class GridField(nn.Module):
 
     Args:
         pos_dim, dir_dim: encoded input sizes (given by the pipeline).
-        hidden: width of both MLPs.
-        density_layers, color_layers: hidden layers of each.
+        width: width of both MLPs.
+        depth, color_depth: hidden layers of the density MLP and of the colour MLP.
         geo_feat_dim: features passed from the density MLP to the colour MLP.
         density_bias: added before ``exp`` (negative: a fresh field starts nearly empty).
         backend: ``auto`` (tinycudann's fully fused MLPs when it is importable with CUDA, else PyTorch), ``torch``
             or ``tcnn``.
     """
 
-    def __init__(self, pos_dim: int, dir_dim: int, hidden: int = 64, density_layers: int = 1,
-                 color_layers: int = 2, geo_feat_dim: int = 15, density_bias: float = -1.0, backend: str = "auto"):
+    geometry = "density"
+
+    def __init__(self, pos_dim: int, dir_dim: int, width: int = 64, depth: int = 1,
+                 color_depth: int = 2, geo_feat_dim: int = 15, density_bias: float = -1.0, backend: str = "auto"):
         super().__init__()
         check_backend(backend, "field.backend")
-        for key, value, low in (("hidden", hidden, 1), ("density_layers", density_layers, 0),
-                                ("color_layers", color_layers, 0), ("geo_feat_dim", geo_feat_dim, 0)):
+        for key, value, low in (("width", width, 1), ("depth", depth, 0),
+                                ("color_depth", color_depth, 0), ("geo_feat_dim", geo_feat_dim, 0)):
             check_number(key, value, int, low=low)
         check_number("density_bias", density_bias, float)
         if backend == "tcnn":
@@ -85,8 +87,8 @@ class GridField(nn.Module):
         self.backend = "tcnn" if backend == "tcnn" or (backend == "auto" and tcnn_available()) else "torch"
         log.info("grid field: %s MLPs", "tinycudann fully fused" if self.backend == "tcnn" else "PyTorch")
         self.geo_feat_dim, self.density_bias = geo_feat_dim, density_bias
-        self.density_net = mlp(pos_dim, hidden, density_layers, 1 + geo_feat_dim, self.backend)
-        self.color_net = mlp(dir_dim + geo_feat_dim, hidden, color_layers, 3, self.backend)
+        self.density_net = mlp(pos_dim, width, depth, 1 + geo_feat_dim, self.backend)
+        self.color_net = mlp(dir_dim + geo_feat_dim, width, color_depth, 3, self.backend)
 
     def _density(self, x_enc: Tensor, noise_std: float = 0.0) -> tuple[Tensor, Tensor]:
         h = self.density_net(x_enc)

@@ -32,6 +32,8 @@ class NeRFField(nn.Module):
             runs saved before the key existed load as they were trained; ``conf/field/nerf.yaml`` sets it true.
     """
 
+    geometry = "density"
+
     def __init__(self, pos_dim: int, dir_dim: int, depth: int = 8, width: int = 256, skips: tuple[int, ...] = (4,),
                  use_viewdirs: bool = True, density_activation: str = "relu", feature_layer: bool = False):
         super().__init__()

@@ -26,9 +26,9 @@ class SDFField(nn.Module):
 
     Args:
         pos_dim, dir_dim: sizes of the position and view-direction encodings (given by the pipeline).
-        hidden, n_layers: width and number of hidden layers of the geometry MLP.
+        width, depth: width and number of hidden layers of the geometry MLP.
         geo_feat_dim: feature size passed to the colour MLP.
-        color_hidden, color_layers: width and hidden layers of the colour MLP.
+        color_width, color_depth: width and hidden layers of the colour MLP.
         init_radius: radius of the initial sphere (world units).
         geometric_init: start from the sphere (else PyTorch's default initialisation).
         weight_norm: weight normalisation on the geometry MLP's layers.
@@ -39,20 +39,22 @@ class SDFField(nn.Module):
         fd_eps: finite-difference step (world units).
     """
 
-    def __init__(self, pos_dim: int, dir_dim: int, hidden: int = 64, n_layers: int = 2, geo_feat_dim: int = 15,
-                 color_hidden: int = 64, color_layers: int = 2, init_radius: float = 0.5,
+    geometry = "sdf"
+
+    def __init__(self, pos_dim: int, dir_dim: int, width: int = 64, depth: int = 2, geo_feat_dim: int = 15,
+                 color_width: int = 64, color_depth: int = 2, init_radius: float = 0.5,
                  geometric_init: bool = True, weight_norm: bool = False, beta: float = 100.0,
                  normals: str = "analytic", fd_eps: float = 1e-3):
         super().__init__()
-        for key, value, low in (("hidden", hidden, 1), ("n_layers", n_layers, 0), ("geo_feat_dim", geo_feat_dim, 0),
-                                ("color_hidden", color_hidden, 1), ("color_layers", color_layers, 0)):
+        for key, value, low in (("width", width, 1), ("depth", depth, 0), ("geo_feat_dim", geo_feat_dim, 0),
+                                ("color_width", color_width, 1), ("color_depth", color_depth, 0)):
             check_number(key, value, int, low=low)
         for key, value in (("init_radius", init_radius), ("beta", beta), ("fd_eps", fd_eps)):
             check_number(key, value, float, low=0, low_open=True)
         if normals not in NORMAL_MODES:
             raise ValueError(f"field.normals={normals!r} is not one of {NORMAL_MODES}")
         self.geo_feat_dim, self.normals, self.fd_eps = geo_feat_dim, normals, fd_eps
-        dims = [3 + pos_dim] + [hidden] * n_layers + [1 + geo_feat_dim]
+        dims = [3 + pos_dim] + [width] * depth + [1 + geo_feat_dim]
         self.geo_layers = nn.ModuleList(nn.Linear(dims[k], dims[k + 1]) for k in range(len(dims) - 1))
         if geometric_init:
             self._geometric_init(init_radius)
@@ -61,9 +63,9 @@ class SDFField(nn.Module):
         self.act = nn.Softplus(beta=beta)
         color: list[nn.Module] = []
         dim = 3 + 3 + dir_dim + geo_feat_dim
-        for _ in range(color_layers):
-            color += [nn.Linear(dim, color_hidden), nn.ReLU(inplace=True)]
-            dim = color_hidden
+        for _ in range(color_depth):
+            color += [nn.Linear(dim, color_width), nn.ReLU(inplace=True)]
+            dim = color_width
         color.append(nn.Linear(dim, 3))
         self.color_net = nn.Sequential(*color)
 
@@ -80,7 +82,7 @@ class SDFField(nn.Module):
         if not hidden:  # a linear "MLP" cannot represent |x|; keep at least the offset
             nn.init.zeros_(last.weight)
 
-    def geometry(self, pts: Tensor, x_enc: Tensor) -> tuple[Tensor, Tensor]:
+    def sdf_and_feature(self, pts: Tensor, x_enc: Tensor) -> tuple[Tensor, Tensor]:
         """``pts (..., 3)``, ``x_enc (..., pos_dim)`` -> sdf ``(...)``, feature ``(..., geo_feat_dim)``."""
         h = torch.cat([pts, x_enc], dim=-1)
         for k, layer in enumerate(self.geo_layers):
@@ -108,7 +110,7 @@ class SDFField(nn.Module):
     def _autograd_geometry(self, pts: Tensor, encode, training: bool) -> tuple[Tensor, Tensor, Tensor]:
         with torch.enable_grad():
             x = pts.detach().requires_grad_(True) if not pts.requires_grad else pts
-            sdf, feat = self.geometry(x, encode(x))
+            sdf, feat = self.sdf_and_feature(x, encode(x))
             (grad,) = torch.autograd.grad(sdf, x, torch.ones_like(sdf), create_graph=training)
         if not training:
             sdf, feat = sdf.detach(), feat.detach()
@@ -117,10 +119,10 @@ class SDFField(nn.Module):
     def _finite_difference(self, pts: Tensor, encode) -> tuple[Tensor, Tensor, Tensor]:
         offsets = _TETRA.to(pts) * self.fd_eps  # (4, 3)
         probe = pts.unsqueeze(-2) + offsets  # (..., 4, 3)
-        sdf4, feat4 = self.geometry(probe, encode(probe))
+        sdf4, feat4 = self.sdf_and_feature(probe, encode(probe))
         grad = (sdf4.unsqueeze(-1) * _TETRA.to(pts)).sum(-2) / (4.0 * self.fd_eps)
         return sdf4.mean(-1), feat4.mean(-2), grad
 
     def sdf(self, pts: Tensor, encode) -> Tensor:
         """SDF alone at world points ``(..., 3)`` (sampling, meshes)."""
-        return self.geometry(pts, encode(pts))[0]
+        return self.sdf_and_feature(pts, encode(pts))[0]

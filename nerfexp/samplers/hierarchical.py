@@ -6,6 +6,7 @@ from torch import Tensor
 
 from nerfexp.cameras import RayBundle
 from nerfexp.config import check_number
+from nerfexp.samplers.base import GeometryFn, RaySamples, RenderedPass, StatelessSampler
 from nerfexp.samplers.stratified import stratified_t
 
 
@@ -40,11 +41,15 @@ def sample_pdf(bins: Tensor, weights: Tensor, n_samples: int, deterministic: boo
     return bin_lo + (u - cdf_lo) / denom * (bin_hi - bin_lo)
 
 
-class HierarchicalSampler:
-    """Stratified coarse samples, then ``n_importance`` inverse-CDF samples from the coarse weights.
+class HierarchicalSampler(StatelessSampler):
+    """Two passes: ``n_samples`` stratified samples, then those plus ``n_importance`` inverse-CDF samples drawn from
+    the first pass's weights, sorted, as in NeRF (a coarse and a fine network). ``n_importance`` = 0: one pass.
 
-    The fine pass evaluates the union of coarse and importance samples, sorted, as in NeRF.
-    ``n_importance`` = 0 turns the fine pass off.
+    Args:
+        n_samples: samples per ray of the first (coarse) pass.
+        n_importance: samples per ray the second (fine) pass adds.
+        lindisp: coarse bins equal in disparity instead of depth.
+        perturb: jitter samples in training.
     """
 
     def __init__(self, n_samples: int = 64, n_importance: int = 128, lindisp: bool = False, perturb: bool = True):
@@ -52,16 +57,19 @@ class HierarchicalSampler:
         check_number("n_importance", n_importance, int, low=0)
         self.n_samples, self.n_importance = n_samples, n_importance
         self.lindisp, self.perturb = lindisp, perturb
+        self.n_passes = 2 if n_importance > 0 else 1
+        self.last_samples_per_ray = float(n_samples + n_importance)
 
-    def coarse(self, rays: RayBundle, training: bool) -> Tensor:
-        """``(R, n_samples)`` stratified depths."""
-        return stratified_t(rays.near, rays.far, self.n_samples, self.lindisp, self.perturb and training)
-
-    def fine(self, rays: RayBundle, t_coarse: Tensor, weights: Tensor, training: bool) -> Tensor | None:
-        """``(R, n_samples + n_importance)`` sorted depths for the fine pass, or None when it is off."""
-        if self.n_importance == 0:
-            return None
+    def sample(self, rays: RayBundle, training: bool, geometry_fn: GeometryFn | None = None,
+               previous: RenderedPass | None = None) -> RaySamples:
+        """First pass: ``(R, n_samples)`` stratified samples. Second pass: ``(R, n_samples + n_importance)``,
+        the first pass's samples and the importance samples (marked in ``importance``)."""
+        if previous is None:
+            return RaySamples.along(rays, stratified_t(rays.near, rays.far, self.n_samples, self.lindisp,
+                                                       self.perturb and training))
+        t_coarse = previous.samples.t
         mids = 0.5 * (t_coarse[:, 1:] + t_coarse[:, :-1])
-        t_imp = sample_pdf(mids, weights[:, 1:-1].detach(), self.n_importance,
-                           deterministic=not (self.perturb and training))
-        return torch.sort(torch.cat([t_coarse, t_imp.detach()], dim=-1), dim=-1).values
+        t_imp = sample_pdf(mids, previous.weights[:, 1:-1].detach(), self.n_importance,
+                           deterministic=not (self.perturb and training)).detach()
+        t, order = torch.sort(torch.cat([t_coarse, t_imp], dim=-1), dim=-1)
+        return RaySamples.along(rays, t, importance=order >= t_coarse.shape[-1])

@@ -7,8 +7,6 @@ kept, so the field runs only on valid samples and the volume renderer composites
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -16,21 +14,8 @@ from torch import Tensor, nn
 from nerfexp.cameras import RayBundle, ray_box
 from nerfexp.config import check_number
 from nerfexp.kernels import cpu_kernels
-from nerfexp.render import compositing_weights
-
-DensityFn = Callable[[Tensor], Tensor]
-
-
-@dataclass
-class MarchedSamples:
-    """Samples along rays: depths ``t (R, S)``, world-unit interval lengths ``deltas (R, S)`` (0 where invalid)
-    and ``mask (R, S)``. ``rays``: which of the input rays these rows are, when a sample budget kept only some."""
-
-    t: Tensor
-    deltas: Tensor
-    mask: Tensor
-    rays: Tensor | None = None
-
+from nerfexp.renderers.volume import compositing_weights
+from nerfexp.samplers.base import GeometryFn, RaySamples, RenderedPass
 
 def compact(t: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Move each row's masked entries to its front, keeping their order; trims to the longest row."""
@@ -51,8 +36,8 @@ class OccupancySampler(nn.Module):
     Args:
         bound: half side of the scene box (world units).
         resolution: cells per side of the grid.
-        n_samples: marching steps along the box diagonal, the most samples a ray can get (sets the step).
-        render_step_size: marching step in world units (overrides ``n_samples``).
+        diagonal_steps: marching steps along the box diagonal, the most samples a ray can get (sets the step).
+        render_step_size: marching step in world units (overrides ``diagonal_steps``).
         occ_threshold: a cell is occupied while ``1 - exp(-density * step)`` exceeds this (capped by the mean).
         ema_decay: per update, a cell's density is ``max(decay * old, new)``.
         update_every: steps between grid updates in training.
@@ -63,19 +48,18 @@ class OccupancySampler(nn.Module):
         max_batch_samples: in training, keep only as many rays (in batch order, which is random) as fit this many
             samples, so early steps, before the grid has emptied, cost no more than later ones (null: no cap).
         cpu_kernel: march with the C++ CPU kernel when it builds (same samples as the PyTorch code, faster).
-        n_importance: must be 0 (one pass).
     """
 
-    def __init__(self, bound: float = 1.5, resolution: int = 64, n_samples: int = 512,
+    geometry = "density"
+    n_passes = 1
+
+    def __init__(self, bound: float = 1.5, resolution: int = 64, diagonal_steps: int = 512,
                  render_step_size: float | None = None, occ_threshold: float = 0.01, ema_decay: float = 0.95, update_every: int = 16,
                  warmup_steps: int = 256, early_stop_eps: float = 1e-4, alpha_threshold: float = 0.0,
-                 perturb: bool = True, max_batch_samples: int | None = None, cpu_kernel: bool = True,
-                 n_importance: int = 0):
+                 perturb: bool = True, max_batch_samples: int | None = None, cpu_kernel: bool = True):
         super().__init__()
-        if n_importance != 0:
-            raise ValueError(f"sampler.n_importance={n_importance}: the occupancy sampler has one pass; set it to 0")
         check_number("bound", bound, float, low=0, low_open=True)
-        for key, value, low in (("resolution", resolution, 1), ("n_samples", n_samples, 1),
+        for key, value, low in (("resolution", resolution, 1), ("diagonal_steps", diagonal_steps, 1),
                                 ("update_every", update_every, 1), ("warmup_steps", warmup_steps, 0)):
             check_number(key, value, int, low=low)
         check_number("render_step_size", render_step_size, float, low=0, low_open=True, nullable=True)
@@ -85,11 +69,10 @@ class OccupancySampler(nn.Module):
         check_number("alpha_threshold", alpha_threshold, float, low=0, high=0.999)
         check_number("max_batch_samples", max_batch_samples, int, low=1, nullable=True)
         self.bound, self.resolution = float(bound), int(resolution)
-        self.step_size = float(render_step_size or 2.0 * math.sqrt(3.0) * bound / n_samples)
+        self.step_size = float(render_step_size or 2.0 * math.sqrt(3.0) * bound / diagonal_steps)
         self.occ_threshold, self.ema_decay = occ_threshold, ema_decay
         self.update_every, self.warmup_steps = update_every, warmup_steps
         self.early_stop_eps, self.alpha_threshold, self.perturb = early_stop_eps, alpha_threshold, perturb
-        self.n_samples, self.n_importance = n_samples, 0
         self.max_batch_samples = max_batch_samples
         self.use_cpu_kernel = cpu_kernel
         self.register_buffer("density", torch.zeros(self.resolution ** 3))
@@ -110,7 +93,7 @@ class OccupancySampler(nn.Module):
         return g / r * (2 * self.bound) - self.bound
 
     @torch.no_grad()
-    def update(self, step: int, density_fn: DensityFn, chunk: int = 65536) -> None:
+    def update(self, step: int, geometry_fn: GeometryFn, chunk: int = 65536) -> None:
         """Refresh the grid every ``update_every`` steps (call once per training step)."""
         if step % self.update_every:
             return
@@ -123,7 +106,7 @@ class OccupancySampler(nn.Module):
             if len(occupied) > n // 4:
                 occupied = occupied[torch.randint(0, len(occupied), (n // 4,), device=occupied.device)]
             idx = torch.cat([uniform, occupied])
-        new = torch.cat([density_fn(self.cell_centers(idx[k:k + chunk], jitter=True))
+        new = torch.cat([geometry_fn(self.cell_centers(idx[k:k + chunk], jitter=True))
                          for k in range(0, len(idx), chunk)])
         decayed = self.density * self.ema_decay
         decayed[idx] = torch.maximum(decayed[idx], new.float())
@@ -134,9 +117,14 @@ class OccupancySampler(nn.Module):
     def occupancy_fraction(self) -> float:
         return float(self.occupied.float().mean())
 
+    def state(self) -> dict[str, float]:
+        return {"samples_per_ray": self.last_samples_per_ray, "occupancy": self.occupancy_fraction()}
+
     # -- marching -------------------------------------------------------------------------------------------------
-    def march(self, rays: RayBundle, density_fn: DensityFn, training: bool) -> MarchedSamples:
-        """Sample depths along ``rays`` in occupied cells, then drop those behind opaque matter."""
+    def sample(self, rays: RayBundle, training: bool, geometry_fn: GeometryFn,
+               previous: RenderedPass | None = None) -> RaySamples:
+        """Steps along ``rays`` in occupied cells, without those behind opaque matter (``geometry_fn``: world
+        points -> density): ``t``, ``deltas`` and ``mask`` ``(R, S)``, ``S`` the most any ray kept."""
         t0, t1 = ray_box(rays, self.bound)
         dt = self.step_size / rays.directions.norm(dim=-1, keepdim=True)  # step in ray-parameter units
         offset = torch.rand_like(t0) if (training and self.perturb) else torch.full_like(t0, 0.5)
@@ -154,9 +142,9 @@ class OccupancySampler(nn.Module):
             kept = fits.nonzero().squeeze(-1)
             rays, t, mask, dt = rays[kept], t[kept], mask[kept], dt[kept]
         if self.early_stop_eps > 0 or self.alpha_threshold > 0:
-            t, mask = self.prune_opaque(rays, t, mask, density_fn)
+            t, mask = self.prune_opaque(rays, t, mask, geometry_fn)
         self.last_samples_per_ray = float(mask.sum()) / max(len(rays), 1)
-        return MarchedSamples(t, mask * self.step_size, mask, kept)
+        return RaySamples(t, mask * self.step_size, mask=mask, ray_index=kept)
 
     def march_torch(self, rays: RayBundle, t0: Tensor, t1: Tensor, dt: Tensor,
                     offset: Tensor) -> tuple[Tensor, Tensor]:
@@ -173,7 +161,7 @@ class OccupancySampler(nn.Module):
 
     @torch.no_grad()
     def prune_opaque(self, rays: RayBundle, t: Tensor, mask: Tensor,
-                     density_fn: DensityFn) -> tuple[Tensor, Tensor]:
+                     density_fn: GeometryFn) -> tuple[Tensor, Tensor]:
         """Keep samples that can still be seen (transmittance above eps) and are not transparent themselves."""
         rows, cols = mask.nonzero(as_tuple=True)
         sigma = torch.zeros_like(t)

@@ -6,6 +6,7 @@ from torch import Tensor
 
 from nerfexp.cameras import RayBundle
 from nerfexp.config import check_number
+from nerfexp.samplers.base import GeometryFn, RaySamples, RenderedPass, StatelessSampler
 
 
 def stratified_t(near: Tensor, far: Tensor, n_samples: int, lindisp: bool = False, perturb: bool = False,
@@ -34,21 +35,22 @@ def stratified_t(near: Tensor, far: Tensor, n_samples: int, lindisp: bool = Fals
     return t
 
 
-class StratifiedSampler:
-    """Coarse samples only (``n_importance`` = 0): one network, ``n_samples`` points per ray."""
+class StratifiedSampler(StatelessSampler):
+    """``n_samples`` stratified samples per ray, one pass, one network.
 
-    def __init__(self, n_samples: int = 64, lindisp: bool = False, perturb: bool = True, n_importance: int = 0):
+    Args:
+        n_samples: samples per ray.
+        lindisp: bins equal in disparity instead of depth.
+        perturb: jitter samples in training.
+    """
+
+    def __init__(self, n_samples: int = 64, lindisp: bool = False, perturb: bool = True):
         check_number("n_samples", n_samples, int, low=1)
-        if n_importance != 0:
-            raise ValueError(f"sampler.n_importance={n_importance}: the stratified sampler has no fine pass; "
-                             "use sampler=hierarchical")
         self.n_samples, self.lindisp, self.perturb = n_samples, lindisp, perturb
-        self.n_importance = 0
+        self.last_samples_per_ray = float(n_samples)
 
-    def coarse(self, rays: RayBundle, training: bool) -> Tensor:
-        """``(R, n_samples)`` depths for the first pass."""
-        return stratified_t(rays.near, rays.far, self.n_samples, self.lindisp, self.perturb and training)
-
-    def fine(self, rays: RayBundle, t_coarse: Tensor, weights: Tensor, training: bool) -> Tensor | None:
-        """No fine pass."""
-        return None
+    def sample(self, rays: RayBundle, training: bool, geometry_fn: GeometryFn | None = None,
+               previous: RenderedPass | None = None) -> RaySamples:
+        """``(R, n_samples)`` stratified samples between each ray's near and far."""
+        return RaySamples.along(rays, stratified_t(rays.near, rays.far, self.n_samples, self.lindisp,
+                                                   self.perturb and training))

@@ -4,7 +4,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from nerfexp.cameras import RayBundle
 from nerfexp.config import check_number
+from nerfexp.fields.base import FieldOutputs
+from nerfexp.samplers.base import RaySamples
 
 
 def neus_alpha(sdf: Tensor, cos: Tensor, dists: Tensor, inv_s: Tensor | float, cos_anneal: float = 1.0) -> Tensor:
@@ -39,29 +42,28 @@ def alpha_weights(alpha: Tensor) -> Tensor:
 
 
 class NeuSRenderer(nn.Module):
-    """NeuS's renderer: learnable sharpness ``s = exp(10 * variance)`` and annealed slopes.
+    """NeuS's renderer (see :class:`nerfexp.renderers.base.Renderer`): learnable sharpness
+    ``s = exp(10 * variance)``, annealed slopes, and in training the eikonal term as ``regularizer``.
 
-    Points beyond the sphere of ``radius`` are not sampled: what a ray does not hit inside it shows the
-    background colour (the dataset's, as for the volume renderer).
+    Samples are section midpoints inside the SDF's sphere (the NeuS sampler clips rays to it); what a ray does not
+    hit there shows the background colour (the dataset's, as for the volume renderer).
 
     Args:
         init_variance: initial ``variance`` (``s = exp(10 * variance)``; 0.3 gives s = 20).
         cos_anneal_steps: training steps over which slopes go from "always entering" to the true cosine (0: none).
-        eikonal_weight: weight of :func:`eikonal_loss` in the training loss (the pipeline adds it).
-        radius: the SDF's domain, a sphere around the origin (world units).
+        eikonal_weight: weight of :func:`eikonal_loss` in the training loss.
     """
 
-    pipeline = "sdf"  # built by nerfexp.sdf_pipeline.SDFPipeline
+    geometry = "sdf"
+    density_noise_std = 0.0  # an SDF has no raw density to perturb
 
-    def __init__(self, init_variance: float = 0.3, cos_anneal_steps: int = 0, eikonal_weight: float = 0.1,
-                 radius: float = 1.0):
+    def __init__(self, init_variance: float = 0.3, cos_anneal_steps: int = 0, eikonal_weight: float = 0.1):
         super().__init__()
         check_number("init_variance", init_variance, float)
         check_number("cos_anneal_steps", cos_anneal_steps, int, low=0)
         check_number("eikonal_weight", eikonal_weight, float, low=0)
-        check_number("radius", radius, float, low=0, low_open=True)
         self.variance = nn.Parameter(torch.tensor(float(init_variance)))
-        self.cos_anneal_steps, self.eikonal_weight, self.radius = cos_anneal_steps, eikonal_weight, radius
+        self.cos_anneal_steps, self.eikonal_weight = cos_anneal_steps, eikonal_weight
         self.cos_anneal = 1.0 if cos_anneal_steps <= 0 else 0.0
 
     def inv_s(self) -> Tensor:
@@ -71,32 +73,34 @@ class NeuSRenderer(nn.Module):
         """Per-step schedule: the cosine annealing ratio."""
         self.cos_anneal = 1.0 if self.cos_anneal_steps <= 0 else min(1.0, step / self.cos_anneal_steps)
 
-    def forward(self, rgbs: Tensor, sdf: Tensor, grad: Tensor, t_mid: Tensor, dists: Tensor, directions: Tensor,
-                background: Tensor | None, training: bool = False) -> dict[str, Tensor]:
-        """Composite sections along rays.
+    def state(self) -> dict[str, float]:
+        return {"inv_s": float(self.inv_s().detach())}
 
-        Args:
-            rgbs: ``(R, S, 3)``; sdf: ``(R, S)`` at section midpoints ``t_mid``; grad: ``(R, S, 3)`` SDF gradients;
-            dists: ``(R, S)`` section lengths in units of t (0: no section, nothing is seen there);
-            directions: ``(R, 3)``; background: ``(3,)``, ``(R, 3)`` or None (black).
-        Returns:
-            ``rgb (R, 3)``, ``depth``, ``disp``, ``acc`` ``(R,)``, ``normal (R, 3)`` (opacity-weighted unit normals),
-            ``weights (R, S)``.
-        """
-        norm = directions.norm(dim=-1, keepdim=True)
-        unit_dirs = directions / norm
+    def forward(self, field_out: FieldOutputs, samples: RaySamples, rays: RayBundle, background: Tensor | None,
+                training: bool = False) -> dict[str, Tensor]:
+        """Composite sections: ``field_out.sdf (R, S)`` at the midpoints ``samples.t``, ``field_out.gradient
+        (R, S, 3)``, section lengths ``samples.deltas`` (world units; 0: no section, nothing is seen there).
+
+        Returns ``rgb (R, 3)``, ``depth``, ``disp``, ``acc`` ``(R,)``, ``normal (R, 3)`` (opacity-weighted unit
+        normals), ``weights (R, S)``, and in training ``regularizer``."""
+        grad = field_out.gradient
+        unit_dirs = torch.nn.functional.normalize(rays.directions, dim=-1)
         cos = (unit_dirs.unsqueeze(1) * grad).sum(-1)
-        alpha = neus_alpha(sdf, cos, dists * norm, self.inv_s(), self.cos_anneal if training else 1.0)
-        alpha = alpha * (dists > 0)  # a ray that misses the sphere has only empty sections: the background
+        alpha = neus_alpha(field_out.sdf, cos, samples.deltas, self.inv_s(), self.cos_anneal if training else 1.0)
+        inside = samples.deltas > 0
+        alpha = alpha * inside  # a ray that misses the sphere has only empty sections: the background
         weights = alpha_weights(alpha)
         acc = weights.sum(-1)
-        rgb = (weights.unsqueeze(-1) * rgbs).sum(-2)
+        rgb = (weights.unsqueeze(-1) * field_out.rgb).sum(-2)
         if background is not None:
             rgb = rgb + (1.0 - acc).unsqueeze(-1) * background
-        depth = (weights * t_mid).sum(-1)
+        depth = (weights * samples.t).sum(-1)
         disp = 1.0 / torch.clamp(depth / torch.clamp(acc, min=1e-10), min=1e-10)
         normal = (weights.unsqueeze(-1) * torch.nn.functional.normalize(grad, dim=-1)).sum(-2)
-        return {"rgb": rgb, "depth": depth, "disp": disp, "acc": acc, "weights": weights, "normal": normal}
+        out = {"rgb": rgb, "depth": depth, "disp": disp, "acc": acc, "weights": weights, "normal": normal}
+        if training:  # sections inside the sphere are those of non-zero length
+            out["regularizer"] = self.eikonal_weight * eikonal_loss(grad, inside)
+        return out
 
 
 def eikonal_loss(grad: Tensor, inside: Tensor) -> Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nerfexp.report import read_jsonl, summarize_job, write_tables
+from nerfexp.studies.report import read_jsonl, summarize_job, write_tables
 
 
 def compare_runs(run_dirs: list[Path], out_dir: Path) -> dict:

@@ -1,5 +1,5 @@
 """Weights & Biases logger. Offline by default (``WANDB_MODE``), so runs work without network and sync later
-with ``wandb sync <run dir>/wandb/offline-run-*``; :mod:`nerfexp.wandb_offline` reads them back.
+with ``wandb sync <run dir>/wandb/offline-run-*``; :mod:`nerfexp.loggers.wandb_offline` reads them back.
 ``wandb`` is imported only when this logger is used."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nerfexp.loggers import NoLogger
-from nerfexp.visualize import to_uint8
+from nerfexp.loggers.local import NoLogger
+from nerfexp.viz.images import to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class WandbLogger(NoLogger):
         self.run.log({name: self.wandb.Table(columns=list(columns), data=[list(r) for r in rows])}, step=self.step)
 
     def log_figure(self, name: str, path: Path, step: int | None = None) -> None:
-        """A PNG written elsewhere (e.g. :func:`nerfexp.plots.plot_ray_samples`), at ``step`` or the last one."""
+        """A PNG written elsewhere (e.g. :func:`nerfexp.viz.plots.plot_ray_samples`), at ``step`` or the last one."""
         import imageio.v3 as iio
 
         step = self.step if step is None else max(self.step, step)
@@ -164,7 +164,7 @@ class WandbLogger(NoLogger):
         self._finished = True
         self.run.finish()
         if self.mode == "offline":
-            from nerfexp.wandb_offline import wait_until_complete
+            from nerfexp.loggers.wandb_offline import wait_until_complete
 
             sync_file = Path(self.run.settings.sync_file)
             if not wait_until_complete(sync_file):

@@ -2,14 +2,13 @@
 fixed, growing sharpness gives the current SDF, so samples gather at the surface before the field is queried."""
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import Tensor
 
-from nerfexp.cameras import RayBundle
+from nerfexp.cameras import RayBundle, sphere_near_far
 from nerfexp.config import check_number
-from nerfexp.render_neus import alpha_weights, neus_alpha
+from nerfexp.renderers.neus import alpha_weights, neus_alpha
+from nerfexp.samplers.base import GeometryFn, RaySamples, RenderedPass, StatelessSampler
 from nerfexp.samplers.hierarchical import sample_pdf
 from nerfexp.samplers.stratified import stratified_t
 
@@ -26,12 +25,15 @@ def section_alpha(t: Tensor, sdf: Tensor, inside: Tensor, inv_s: float) -> Tenso
     return neus_alpha(mid, slope, dist, inv_s)
 
 
-class NeuSUpSampler:
-    """``n_samples`` uniform samples in [near, far], then ``up_sample_steps`` rounds that each add
-    ``n_importance / up_sample_steps`` samples by inverse-CDF sampling of the sections' opacity at sharpness
-    ``base_inv_s * 2^round`` (the field's own sharpness is not used: it is small early in training).
+class NeuSUpSampler(StatelessSampler):
+    """For SDF fields: rays clipped to the sphere of radius ``bound``, ``n_samples`` uniform samples, then
+    ``up_sample_steps`` rounds that each add ``n_importance / up_sample_steps`` samples by inverse-CDF sampling of
+    the sections' opacity at sharpness ``base_inv_s * 2^round`` (the field's own sharpness is not used: it is small
+    early in training). The samples returned are the midpoints of the sections between those points; the last
+    section ends where the ray leaves the sphere.
 
     Args:
+        bound: radius of the sphere the SDF lives in (``dataset.bound``).
         n_samples: uniform samples per ray.
         n_importance: up-sampled samples per ray (0: none).
         up_sample_steps: rounds.
@@ -39,8 +41,11 @@ class NeuSUpSampler:
         perturb: jitter the uniform samples in training.
     """
 
-    def __init__(self, n_samples: int = 64, n_importance: int = 64, up_sample_steps: int = 4,
+    geometry = "sdf"
+
+    def __init__(self, bound: float = 1.0, n_samples: int = 64, n_importance: int = 64, up_sample_steps: int = 4,
                  base_inv_s: float = 64.0, perturb: bool = True):
+        check_number("bound", bound, float, low=0, low_open=True)
         check_number("n_samples", n_samples, int, low=2)
         check_number("n_importance", n_importance, int, low=0)
         check_number("up_sample_steps", up_sample_steps, int, low=1)
@@ -48,24 +53,38 @@ class NeuSUpSampler:
         if n_importance and (up_sample_steps < 1 or n_importance % up_sample_steps):
             raise ValueError(f"sampler.n_importance={n_importance} must be a multiple of "
                              f"sampler.up_sample_steps={up_sample_steps}")
+        self.bound = float(bound)
         self.n_samples, self.n_importance = n_samples, n_importance
         self.up_sample_steps, self.base_inv_s, self.perturb = up_sample_steps, base_inv_s, perturb
+        self.last_samples_per_ray = float(n_samples + n_importance)
+
+    def sample(self, rays: RayBundle, training: bool, geometry_fn: GeometryFn,
+               previous: RenderedPass | None = None) -> RaySamples:
+        """Section midpoints ``t (R, n_samples + n_importance)`` with world-unit section lengths; ``geometry_fn``
+        maps world points ``(..., 3)`` to their SDF."""
+        rays = sphere_near_far(rays, self.bound)
+        t, importance = self.section_starts(rays, geometry_fn, training)
+        # sections between samples; the last one ends where the ray leaves the sphere
+        dists = torch.cat([t[:, 1:] - t[:, :-1], (rays.far - t[:, -1:]).clamp(min=0.0)], dim=-1)
+        deltas = dists * rays.directions.norm(dim=-1, keepdim=True)
+        return RaySamples(t + 0.5 * dists, deltas, importance=importance)
 
     @torch.no_grad()
-    def sample(self, rays: RayBundle, sdf_fn: Callable[[Tensor], Tensor], radius: float,
-               training: bool) -> Tensor:
-        """Sorted depths ``(R, n_samples + n_importance)``; ``sdf_fn`` maps world points ``(..., 3)`` to SDF."""
+    def section_starts(self, rays: RayBundle, sdf_fn: GeometryFn, training: bool) -> tuple[Tensor, Tensor]:
+        """Sorted points ``(R, n_samples + n_importance)`` and which of them were up-sampled."""
         t = stratified_t(rays.near, rays.far, self.n_samples, perturb=self.perturb and training)
+        upsampled = torch.zeros_like(t, dtype=torch.bool)
         if not self.n_importance:
-            return t
+            return t, upsampled
         sdf = sdf_fn(rays.points(t))
         per_round = self.n_importance // self.up_sample_steps
         for k in range(self.up_sample_steps):
-            inside = (rays.points(t).norm(dim=-1) < radius).to(t.dtype)
+            inside = (rays.points(t).norm(dim=-1) < self.bound).to(t.dtype)
             inside = torch.maximum(inside[:, 1:], inside[:, :-1])
             alpha = section_alpha(t, sdf, inside, self.base_inv_s * 2 ** k)
             t_new = sample_pdf(t, alpha_weights(alpha), per_round, deterministic=True)
             t, order = torch.sort(torch.cat([t, t_new], dim=-1), dim=-1)
+            upsampled = torch.cat([upsampled, torch.ones_like(t_new, dtype=torch.bool)], dim=-1).gather(-1, order)
             if k + 1 < self.up_sample_steps:  # the last round's SDF is not needed here
                 sdf = torch.cat([sdf, sdf_fn(rays.points(t_new))], dim=-1).gather(-1, order)
-        return t
+        return t, upsampled

@@ -1,6 +1,6 @@
 """Mesh export: density on a grid in the scene bounds -> marching cubes (PyMCubes) -> PLY with vertex colours.
 
-    python -m nerfexp.mesh run=<run dir> [mesh_resolution=256 mesh_threshold=25|auto]   (or evaluate.py mesh=true)
+    python evaluate.py run=<run dir> mesh=true [metrics=false mesh_resolution=256 mesh_threshold=25|auto]
 
 For DTU the mesh is extracted in the normalised unit-sphere frame and mapped back to world coordinates with the
 dataset's ``scale_mat``.
@@ -11,21 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from nerfexp.cameras import Intrinsics
 from nerfexp.config import ConfigError
-from nerfexp.mesh_render import render_mesh_view
-from nerfexp.pipeline import NeRFPipeline
+from nerfexp.export.mesh_render import render_mesh_view
+from nerfexp.pipelines.base import Pipeline
 
 
 @torch.inference_mode()
-def density_grid(pipeline: NeRFPipeline, lo: np.ndarray, hi: np.ndarray, resolution: int, device: torch.device,
+def density_grid(pipeline: Pipeline, lo: np.ndarray, hi: np.ndarray, resolution: int, device: torch.device,
                  chunk: int = 65536) -> np.ndarray:
     """The pipeline's density (fine field, coarse when there is none; ``-sdf`` for SDF pipelines) at
     ``resolution^3`` points spanning [lo, hi]."""
-    field = pipeline.fine_field if pipeline.fine_field is not None else pipeline.coarse_field
-    density = pipeline.density_fn(field)
+    density = pipeline.mesh_density_fn()
     axes = [torch.linspace(float(lo[k]), float(hi[k]), resolution) for k in range(3)]
     pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
     out = torch.empty(pts.shape[0])
@@ -35,7 +33,7 @@ def density_grid(pipeline: NeRFPipeline, lo: np.ndarray, hi: np.ndarray, resolut
 
 
 @torch.no_grad()  # not inference_mode: analytic SDF normals need autograd
-def vertex_colors(pipeline: NeRFPipeline, vertices: np.ndarray, normals: np.ndarray, device: torch.device,
+def vertex_colors(pipeline: Pipeline, vertices: np.ndarray, normals: np.ndarray, device: torch.device,
                   chunk: int = 65536) -> np.ndarray:
     """Colour at each vertex seen head-on (view direction against the outward normal), ``(V, 3)`` in [0, 1]."""
     cols = []
@@ -89,7 +87,7 @@ def write_ply(path: Path, vertices: np.ndarray, faces: np.ndarray, colors: np.nd
     return path
 
 
-def extract_mesh(pipeline: NeRFPipeline, out_path: Path, bounds: tuple[np.ndarray, np.ndarray], resolution: int,
+def extract_mesh(pipeline: Pipeline, out_path: Path, bounds: tuple[np.ndarray, np.ndarray], resolution: int,
                  threshold: float | str | None, device: torch.device, to_world: np.ndarray | None = None,
                  views: list[tuple[str, np.ndarray, Intrinsics]] = ()) -> dict:
     """Marching cubes of the density at ``threshold`` (``"auto"``: halfway between the grid's min and max;
@@ -125,26 +123,6 @@ def extract_mesh(pipeline: NeRFPipeline, out_path: Path, bounds: tuple[np.ndarra
     return {"path": str(out_path), "n_vertices": int(len(verts)), "n_faces": int(len(faces)), "views": view_paths}
 
 
-def mesh_bounds(dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Scene bounds for meshing: the dataset's bounding sphere when it has one, else [-1.5, 1.5]^3 (NeRF-synthetic)."""
-    r = float(getattr(dataset, "bounding_radius", None) or getattr(dataset, "scene_radius", None) or 1.5)
-    return np.full(3, -r), np.full(3, r)
-
-
-def main() -> None:
-    """``python -m nerfexp.mesh run=<dir> [key=value ...]``: the evaluate config with ``mesh=true``, no test split."""
-    import sys
-
-    from hydra import compose, initialize_config_dir
-
-    from nerfexp.cli import run_or_exit
-    from nerfexp.evaluate import evaluate_run
-
-    conf = Path(__file__).resolve().parent.parent / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("evaluate", overrides=["mesh=true", "metrics=false", *sys.argv[1:]])
-    run_or_exit(evaluate_run, cfg)
-
-
-if __name__ == "__main__":
-    main()
+def mesh_bounds(bound: float) -> tuple[np.ndarray, np.ndarray]:
+    """Corners of the box meshed: ``[-bound, bound]^3`` (``dataset.bound``, the scene's extent)."""
+    return np.full(3, -float(bound)), np.full(3, float(bound))

@@ -6,7 +6,7 @@ The file is a LevelDB-style log (https://github.com/google/leveldb/blob/main/doc
 Older wandb releases shipped a Python reader (``wandb.sdk.internal.datastore``); wandb 0.31 writes the file from its
 Go core and ships none, so this module reads the log itself and takes only the protobuf schema from wandb.
 
-    python -m nerfexp.wandb_offline <run dir>      # prints the run's id, group, tags and history rows
+    python -m nerfexp.loggers.wandb_offline <run dir>      # prints the run's id, group, tags and history rows
 """
 from __future__ import annotations
 

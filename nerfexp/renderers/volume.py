@@ -4,31 +4,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nerfexp.cameras import RayBundle
 from nerfexp.config import check_number
-
-FAR_DELTA = 1e10  # an unbounded scene's last interval: everything behind the last sample, as in NeRF
-
-
-def sample_deltas(t_vals: Tensor, directions: Tensor, far: Tensor | None) -> Tensor:
-    """World-unit length of the interval each sample stands for: from it to the next sample.
-
-    Args:
-        t_vals: ``(R, S)`` sorted sample depths (ray parameter).
-        directions: ``(R, 3)`` ray directions (not necessarily unit length).
-        far: ``(R, 1)`` where each ray ends (bounded scenes: the last interval ends there, so a ray through empty
-            space shows the background), or None for unbounded / NDC scenes, where the last interval is
-            ``FAR_DELTA`` long and stands for everything behind it.
-    Returns:
-        ``(R, S)`` non-negative lengths.
-    """
-    deltas = t_vals[:, 1:] - t_vals[:, :-1]
-    if far is None:
-        last = torch.full_like(deltas[:, :1], FAR_DELTA)
-    else:
-        last = (far.to(t_vals.dtype) - t_vals[:, -1:]).clamp(min=0.0)
-    deltas = torch.cat([deltas, last], dim=-1)
-    return deltas * directions.norm(dim=-1, keepdim=True)
-
+from nerfexp.fields.base import FieldOutputs
+from nerfexp.samplers.base import RaySamples
 
 def compositing_weights(sigmas: Tensor, deltas: Tensor) -> tuple[Tensor, Tensor]:
     """Weights ``w_i = T_i (1 - exp(-sigma_i delta_i))`` with ``T_i = exp(-sum_{j<i} sigma_j delta_j)``.
@@ -52,8 +31,9 @@ def composite(rgbs: Tensor, sigmas: Tensor, t_vals: Tensor, deltas: Tensor,
 
     Args:
         rgbs: ``(R, S, 3)`` sample colours; sigmas: ``(R, S)``; t_vals: ``(R, S)`` sorted depths;
-        deltas: ``(R, S)`` world-unit interval of each sample (:func:`sample_deltas`; ray marchers give their own,
-            0 for padding); background: ``(3,)`` or ``(R, 3)`` colour behind the scene, or None (black).
+        deltas: ``(R, S)`` world-unit interval of each sample (:func:`nerfexp.samplers.base.sample_deltas`; ray
+            marchers give their own, 0 for padding);
+        background: ``(3,)`` or ``(R, 3)`` colour behind the scene, or None (black).
     Returns:
         dict with ``rgb (R, 3)``, ``depth (R,)`` (expected ray parameter t, in camera depth units for
         z=-1 directions), ``disp (R,)``, ``acc (R,)`` accumulated opacity, ``weights (R, S)``.
@@ -70,18 +50,26 @@ def composite(rgbs: Tensor, sigmas: Tensor, t_vals: Tensor, deltas: Tensor,
 
 
 class VolumeRenderer:
-    """NeRF's density volume renderer.
+    """NeRF's density volume renderer (see :class:`nerfexp.renderers.base.Renderer`).
 
     Args:
         density_noise_std: std of Gaussian noise added in training to the field's raw density output, before its
             activation (NeRF's ``raw_noise_std``); the pipeline hands it to the field.
     """
 
+    geometry = "density"
+
     def __init__(self, density_noise_std: float = 0.0):
         check_number("density_noise_std", density_noise_std, float, low=0)
         self.density_noise_std = float(density_noise_std)
 
-    def __call__(self, rgbs: Tensor, sigmas: Tensor, t_vals: Tensor, deltas: Tensor,
-                 background: Tensor | None) -> dict[str, Tensor]:
-        """See :func:`composite`."""
-        return composite(rgbs, sigmas, t_vals, deltas, background)
+    def __call__(self, field_out: FieldOutputs, samples: RaySamples, rays: RayBundle, background: Tensor | None,
+                 training: bool = False) -> dict[str, Tensor]:
+        """Composite ``field_out.rgb`` and ``field_out.density`` at ``samples``; see :func:`composite`."""
+        return composite(field_out.rgb, field_out.density, samples.t, samples.deltas, background)
+
+    def update(self, step: int) -> None:
+        return None
+
+    def state(self) -> dict[str, float]:
+        return {}

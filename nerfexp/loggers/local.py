@@ -30,7 +30,8 @@ class MetricsFile:
 
 
 class NoLogger:
-    """No sink beyond ``metrics.jsonl``."""
+    """The interface every logger has (the W&B and CSV loggers subclass it), as a logger with no sink beyond
+    ``metrics.jsonl``."""
 
     def __init__(self, run_dir: Path | None = None, run_config: dict | None = None, job: dict | None = None,
                  run_id: str | None = None):

@@ -3,7 +3,7 @@ training time and step, so configurations are compared side by side in one run. 
 covers only the first views of the test split, and every output says so ("test-subset PSNR, 5 of 25 views"):
 it is not the test PSNR a paper reports.
 
-    python -m nerfexp.bench --out bench/lego --budget 600 --eval-every 60 \\
+    python -m nerfexp.studies.bench --out bench/lego --budget 600 --eval-every 60 \\
         --config fast="experiment=lego_fast" \\
         --config freq="experiment=lego_tiny dataset.downscale=4"
 
@@ -22,13 +22,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from tqdm import tqdm
 
-from nerfexp.allocator import keep_freed_memory
 from nerfexp.data.scene import eval_background
-from nerfexp.evaluate import render_image
 from nerfexp.metrics import psnr
+from nerfexp.pipelines.render_view import render_image
+from nerfexp.runtime.allocator import keep_freed_memory
 from nerfexp.train import Trainer
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def compose_config(overrides: list[str], budget_s: float) -> DictConfig:

@@ -1,6 +1,6 @@
 """Report on a multirun sweep from its jobs' ``metrics.jsonl`` (no network needed).
 
-    python -m nerfexp.report <multirun dir> [--levels 20 25 30] [--wandb]
+    python -m nerfexp.studies.report <multirun dir> [--levels 20 25 30] [--wandb]
 
 Writes ``<multirun dir>/report/``: ``summary.csv`` and ``summary.md`` (one row per job: overrides (the markdown
 keeps only the swept ones), final/best val PSNR, train PSNR, train-val gap, steps and seconds to reach PSNR levels,
@@ -231,7 +231,7 @@ def log_to_wandb(sweep_dir: Path, rows: list[dict], plots: list[Path], project: 
     import numpy as np
     import wandb
 
-    from nerfexp.wandb_logger import resolve_mode
+    from nerfexp.loggers.wandb_logger import resolve_mode
 
     mode = resolve_mode(mode)
     out = sweep_dir / "report"
@@ -246,7 +246,7 @@ def log_to_wandb(sweep_dir: Path, rows: list[dict], plots: list[Path], project: 
     run_id = run.id
     run.finish()
     if mode == "offline":
-        from nerfexp.wandb_offline import wait_until_complete
+        from nerfexp.loggers.wandb_offline import wait_until_complete
 
         wait_until_complete(Path(run.settings.sync_file))
     return run_id

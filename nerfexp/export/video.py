@@ -10,14 +10,14 @@ import torch
 from tqdm import tqdm
 
 from nerfexp.data.scene import SceneSplit
-from nerfexp.pipeline import NeRFPipeline
-from nerfexp.visualize import depth_image, panel, to_uint8
+from nerfexp.pipelines.base import Pipeline
+from nerfexp.viz.images import depth_image, panel, to_uint8
 
 
-def render_path_frames(pipeline: NeRFPipeline, template: SceneSplit, poses: torch.Tensor, background: torch.Tensor,
+def render_path_frames(pipeline: Pipeline, template: SceneSplit, poses: torch.Tensor, background: torch.Tensor,
                        chunk: int, device: torch.device, scale: float = 1.0) -> list[np.ndarray]:
     """Render ``poses`` ``(N, 4, 4)`` with ``template``'s camera model; frames are uint8 colour | depth panels."""
-    from nerfexp.evaluate import render_image
+    from nerfexp.pipelines.render_view import render_image
 
     path = template.with_poses(poses, scale)
     frames = []

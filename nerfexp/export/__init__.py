@@ -1,0 +1,1 @@
+"""Export of trained runs: meshes (marching cubes) and their renders, render-path videos."""

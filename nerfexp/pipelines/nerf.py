@@ -1,0 +1,68 @@
+"""NeRF: density fields (a coarse and, with a two-pass sampler, a fine one) under the volume renderer."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from nerfexp.cameras import RayBundle
+from nerfexp.fields.base import FieldOutputs
+from nerfexp.pipelines.base import Pipeline
+from nerfexp.samplers.base import GeometryFn, RaySamples
+
+
+class NeRFPipeline(Pipeline):
+    """Density fields: pass 0 queries ``coarse_field``, pass 1 (when the sampler has it) ``fine_field``.
+
+    Args:
+        pos_encoder, dir_encoder: encoders with an ``out_dim``.
+        coarse_field: a :class:`nerfexp.fields.base.DensityField` queried in the first pass (and by samplers that
+            read the density, e.g. the occupancy grid).
+        fine_field: the second pass's field (None with a one-pass sampler).
+        sampler: a :class:`nerfexp.samplers.base.Sampler`.
+        renderer: a :class:`nerfexp.renderers.base.Renderer` for densities.
+    """
+
+    geometry = "density"
+
+    def __init__(self, pos_encoder: nn.Module, dir_encoder: nn.Module, coarse_field: nn.Module,
+                 fine_field: nn.Module | None, sampler, renderer):
+        super().__init__(pos_encoder, dir_encoder, sampler, renderer)
+        self.coarse_field, self.fine_field = coarse_field, fine_field
+
+    def field_for_pass(self, k: int) -> nn.Module:
+        return self.coarse_field if k == 0 or self.fine_field is None else self.fine_field
+
+    def density_fn(self, field: nn.Module) -> GeometryFn:
+        """World points ``(..., 3)`` -> density ``(...)`` of ``field``."""
+        return lambda pts: field.density(self.pos_encoder(pts))
+
+    def geometry_fn(self) -> GeometryFn:
+        return self.density_fn(self.coarse_field)
+
+    def mesh_density_fn(self) -> GeometryFn:
+        """The fine field's density (the coarse field's without one)."""
+        return self.density_fn(self.fine_field if self.fine_field is not None else self.coarse_field)
+
+    def query(self, field: nn.Module, rays: RayBundle, samples: RaySamples, training: bool) -> FieldOutputs:
+        """Colour and density at every sample, or only at ``samples.mask`` (zeros elsewhere)."""
+        d_enc = self.dir_encoder(rays.viewdirs)
+        noise = self.density_noise(training)
+        if samples.mask is None:
+            rgb, sigma = field(self.pos_encoder(rays.points(samples.t)), d_enc, density_noise_std=noise)
+            return FieldOutputs(rgb=rgb, density=sigma)
+        rows, cols = samples.mask.nonzero(as_tuple=True)
+        pts = rays.points(samples.t[rows, cols], rows)
+        # each kept sample as a one-sample "ray", so every field's (R, S, D) interface applies unchanged
+        rgb_kept, sigma_kept = field(self.pos_encoder(pts).unsqueeze(1), d_enc[rows], density_noise_std=noise)
+        shape = samples.t.shape
+        rgb = torch.zeros(*shape, 3, dtype=rgb_kept.dtype, device=rgb_kept.device).index_put((rows, cols),
+                                                                                              rgb_kept[:, 0])
+        sigma = torch.zeros(shape, dtype=sigma_kept.dtype, device=sigma_kept.device).index_put((rows, cols),
+                                                                                               sigma_kept[:, 0])
+        return FieldOutputs(rgb=rgb, density=sigma)
+
+    def point_colors(self, pts: Tensor, view_dirs: Tensor) -> Tensor:
+        """Colour ``(N, 3)`` of the fine field (coarse without one) at points ``(N, 3)`` seen along ``view_dirs``."""
+        field = self.fine_field if self.fine_field is not None else self.coarse_field
+        rgb, _ = field(self.pos_encoder(pts).unsqueeze(1), self.dir_encoder(view_dirs))
+        return rgb[:, 0]

@@ -1,0 +1,1 @@
+"""Volume renderers: composite field outputs at ray samples into pixels (NeRF density, NeuS SDF)."""

@@ -1,0 +1,1 @@
+"""The process a run lives in: device and seeds, the allocator setting, provenance of code and machine."""

@@ -1,0 +1,118 @@
+"""What every sampler returns (:class:`RaySamples`) and the one interface every sampler has (:class:`Sampler`).
+
+A pipeline renders ``sampler.n_passes`` passes. Each pass asks the sampler for samples, giving it the previous
+pass (its samples and compositing weights, None in the first) and the current geometry (density or SDF of world
+points), queries a field at the samples and composites them with the renderer. Stateful samplers (an occupancy
+grid) refresh their state in :meth:`Sampler.update`, once per training step.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+import torch
+from torch import Tensor
+
+from nerfexp.cameras import RayBundle
+
+GeometryFn = Callable[[Tensor], Tensor]  # world points (..., 3) -> density or SDF (...)
+
+FAR_DELTA = 1e10  # an unbounded scene's last interval: everything behind the last sample, as in NeRF
+
+
+def sample_deltas(t_vals: Tensor, directions: Tensor, far: Tensor | None) -> Tensor:
+    """World-unit length of the interval each sample stands for: from it to the next sample.
+
+    Args:
+        t_vals: ``(R, S)`` sorted sample depths (ray parameter).
+        directions: ``(R, 3)`` ray directions (not necessarily unit length).
+        far: ``(R, 1)`` where each ray ends (bounded scenes: the last interval ends there, so a ray through empty
+            space shows the background), or None for unbounded / NDC scenes, where the last interval is
+            ``FAR_DELTA`` long and stands for everything behind it.
+    Returns:
+        ``(R, S)`` non-negative lengths.
+    """
+    deltas = t_vals[:, 1:] - t_vals[:, :-1]
+    if far is None:
+        last = torch.full_like(deltas[:, :1], FAR_DELTA)
+    else:
+        last = (far.to(t_vals.dtype) - t_vals[:, -1:]).clamp(min=0.0)
+    deltas = torch.cat([deltas, last], dim=-1)
+    return deltas * directions.norm(dim=-1, keepdim=True)
+
+
+
+
+@dataclass
+class RaySamples:
+    """Samples along ``R`` rays, ``S`` per ray (rows padded where rays keep different numbers).
+
+    Attributes:
+        t: ``(R, S)`` sorted ray parameters of the samples (``origin + t * direction``).
+        deltas: ``(R, S)`` world-unit length of the interval each sample stands for (0: padding, nothing there).
+        mask: ``(R, S)`` bool, the valid samples; None when every sample is valid.
+        importance: ``(R, S)`` bool, samples placed by importance sampling (plots tell them apart); or None.
+        ray_index: ``(R,)`` which input rays these rows are, when the sampler kept only some (a sample budget).
+    """
+
+    t: Tensor
+    deltas: Tensor
+    mask: Tensor | None = None
+    importance: Tensor | None = None
+    ray_index: Tensor | None = None
+
+    @classmethod
+    def along(cls, rays: RayBundle, t: Tensor, importance: Tensor | None = None) -> "RaySamples":
+        """Samples at sorted ``t`` ``(R, S)``, each standing for the interval up to the next one; a bounded
+        scene's last interval ends at the ray's ``far``, an unbounded scene's goes on (see :func:`sample_deltas`)."""
+        return cls(t, sample_deltas(t, rays.directions, rays.far_or_none()), importance=importance)
+
+
+@dataclass
+class RenderedPass:
+    """One pass of a pipeline, as the next pass's sampler sees it: its samples and their compositing weights
+    ``(R, S)``."""
+
+    samples: RaySamples
+    weights: Tensor
+
+
+class Sampler(Protocol):
+    """Where to query the field along each ray.
+
+    Attributes:
+        geometry: what ``geometry_fn`` must return for this sampler: ``"density"``, ``"sdf"``, or None when it
+            does not read the geometry at all (the pipeline refuses a sampler whose geometry it does not have).
+        n_passes: field passes per batch (coarse + fine: 2).
+    """
+
+    geometry: ClassVar[str | None]
+    n_passes: int
+
+    def sample(self, rays: RayBundle, training: bool, geometry_fn: GeometryFn,
+               previous: RenderedPass | None = None) -> RaySamples:
+        """Samples for the next pass of ``R`` rays (``previous``: the pass before, None for the first)."""
+        ...
+
+    def update(self, step: int, geometry_fn: GeometryFn) -> None:
+        """Per-training-step upkeep of the sampler's state (nothing for stateless samplers)."""
+        ...
+
+    def state(self) -> dict[str, float]:
+        """Numbers worth a curve (e.g. samples per ray of the last batch, occupied fraction of a grid)."""
+        ...
+
+
+class StatelessSampler:
+    """Base of samplers with no state to update: :meth:`Sampler.update` does nothing."""
+
+    geometry: ClassVar[str | None] = None
+    n_passes: int = 1
+    last_samples_per_ray: float = 0.0
+
+    def update(self, step: int, geometry_fn: GeometryFn) -> None:
+        return None
+
+    def state(self) -> dict[str, float]:
+        return {"samples_per_ray": self.last_samples_per_ray}

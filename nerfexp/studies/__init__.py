@@ -1,0 +1,1 @@
+"""Studies across runs: sweep reports, run comparisons, time-budgeted benchmarks."""

@@ -1,0 +1,1 @@
+"""Pictures: image panels, depth/error/normal maps, and plots of samples along rays."""
