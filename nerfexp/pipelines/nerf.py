@@ -30,7 +30,11 @@ class NeRFPipeline(Pipeline):
         self.coarse_field, self.fine_field = coarse_field, fine_field
 
     def field_for_pass(self, k: int) -> nn.Module:
-        return self.coarse_field if k == 0 or self.fine_field is None else self.fine_field
+        return self.coarse_field if k == 0 else self.final_field()
+
+    def final_field(self) -> nn.Module:
+        """The field whose colours and densities are the output: the fine one, the coarse one without it."""
+        return self.fine_field if self.fine_field is not None else self.coarse_field
 
     def density_fn(self, field: nn.Module) -> GeometryFn:
         """World points ``(..., 3)`` -> density ``(...)`` of ``field``."""
@@ -40,8 +44,7 @@ class NeRFPipeline(Pipeline):
         return self.density_fn(self.coarse_field)
 
     def mesh_density_fn(self) -> GeometryFn:
-        """The fine field's density (the coarse field's without one)."""
-        return self.density_fn(self.fine_field if self.fine_field is not None else self.coarse_field)
+        return self.density_fn(self.final_field())
 
     def query(self, field: nn.Module, rays: RayBundle, samples: RaySamples, training: bool) -> FieldOutputs:
         """Colour and density at every sample, or only at ``samples.mask`` (zeros elsewhere)."""
@@ -63,6 +66,5 @@ class NeRFPipeline(Pipeline):
 
     def point_colors(self, pts: Tensor, view_dirs: Tensor) -> Tensor:
         """Colour ``(N, 3)`` of the fine field (coarse without one) at points ``(N, 3)`` seen along ``view_dirs``."""
-        field = self.fine_field if self.fine_field is not None else self.coarse_field
-        rgb, _ = field(self.pos_encoder(pts).unsqueeze(1), self.dir_encoder(view_dirs))
+        rgb, _ = self.final_field()(self.pos_encoder(pts).unsqueeze(1), self.dir_encoder(view_dirs))
         return rgb[:, 0]

@@ -9,6 +9,7 @@ from nerfexp.config import check_number
 from nerfexp.fields.base import FieldOutputs
 from nerfexp.samplers.base import RaySamples
 
+
 def compositing_weights(sigmas: Tensor, deltas: Tensor) -> tuple[Tensor, Tensor]:
     """Weights ``w_i = T_i (1 - exp(-sigma_i delta_i))`` with ``T_i = exp(-sum_{j<i} sigma_j delta_j)``.
 

@@ -21,12 +21,11 @@ GeometryFn = Callable[[Tensor], Tensor]  # world points (..., 3) -> density or S
 FAR_DELTA = 1e10  # an unbounded scene's last interval: everything behind the last sample, as in NeRF
 
 
-def sample_deltas(t_vals: Tensor, directions: Tensor, far: Tensor | None) -> Tensor:
-    """World-unit length of the interval each sample stands for: from it to the next sample.
+def interval_lengths(t_vals: Tensor, far: Tensor | None) -> Tensor:
+    """Length in ray-parameter units of the interval each sample stands for: from it to the next sample.
 
     Args:
         t_vals: ``(R, S)`` sorted sample depths (ray parameter).
-        directions: ``(R, 3)`` ray directions (not necessarily unit length).
         far: ``(R, 1)`` where each ray ends (bounded scenes: the last interval ends there, so a ray through empty
             space shows the background), or None for unbounded / NDC scenes, where the last interval is
             ``FAR_DELTA`` long and stands for everything behind it.
@@ -38,10 +37,12 @@ def sample_deltas(t_vals: Tensor, directions: Tensor, far: Tensor | None) -> Ten
         last = torch.full_like(deltas[:, :1], FAR_DELTA)
     else:
         last = (far.to(t_vals.dtype) - t_vals[:, -1:]).clamp(min=0.0)
-    deltas = torch.cat([deltas, last], dim=-1)
-    return deltas * directions.norm(dim=-1, keepdim=True)
+    return torch.cat([deltas, last], dim=-1)
 
 
+def sample_deltas(t_vals: Tensor, directions: Tensor, far: Tensor | None) -> Tensor:
+    """:func:`interval_lengths` in world units, for ray ``directions`` ``(R, 3)`` of any length: ``(R, S)``."""
+    return interval_lengths(t_vals, far) * directions.norm(dim=-1, keepdim=True)
 
 
 @dataclass

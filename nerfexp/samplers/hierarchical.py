@@ -6,8 +6,8 @@ from torch import Tensor
 
 from nerfexp.cameras import RayBundle
 from nerfexp.config import check_number
-from nerfexp.samplers.base import GeometryFn, RaySamples, RenderedPass, StatelessSampler
-from nerfexp.samplers.stratified import stratified_t
+from nerfexp.samplers.base import GeometryFn, RaySamples, RenderedPass
+from nerfexp.samplers.stratified import StratifiedSampler
 
 
 def sample_pdf(bins: Tensor, weights: Tensor, n_samples: int, deterministic: bool = False,
@@ -41,7 +41,7 @@ def sample_pdf(bins: Tensor, weights: Tensor, n_samples: int, deterministic: boo
     return bin_lo + (u - cdf_lo) / denom * (bin_hi - bin_lo)
 
 
-class HierarchicalSampler(StatelessSampler):
+class HierarchicalSampler(StratifiedSampler):
     """Two passes: ``n_samples`` stratified samples, then those plus ``n_importance`` inverse-CDF samples drawn from
     the first pass's weights, sorted, as in NeRF (a coarse and a fine network). ``n_importance`` = 0: one pass.
 
@@ -55,8 +55,8 @@ class HierarchicalSampler(StatelessSampler):
     def __init__(self, n_samples: int = 64, n_importance: int = 128, lindisp: bool = False, perturb: bool = True):
         check_number("n_samples", n_samples, int, low=2)
         check_number("n_importance", n_importance, int, low=0)
-        self.n_samples, self.n_importance = n_samples, n_importance
-        self.lindisp, self.perturb = lindisp, perturb
+        super().__init__(n_samples, lindisp, perturb)
+        self.n_importance = n_importance
         self.n_passes = 2 if n_importance > 0 else 1
         self.last_samples_per_ray = float(n_samples + n_importance)
 
@@ -65,8 +65,7 @@ class HierarchicalSampler(StatelessSampler):
         """First pass: ``(R, n_samples)`` stratified samples. Second pass: ``(R, n_samples + n_importance)``,
         the first pass's samples and the importance samples (marked in ``importance``)."""
         if previous is None:
-            return RaySamples.along(rays, stratified_t(rays.near, rays.far, self.n_samples, self.lindisp,
-                                                       self.perturb and training))
+            return super().sample(rays, training)
         t_coarse = previous.samples.t
         mids = 0.5 * (t_coarse[:, 1:] + t_coarse[:, :-1])
         t_imp = sample_pdf(mids, previous.weights[:, 1:-1].detach(), self.n_importance,

@@ -8,7 +8,7 @@ from torch import Tensor
 from nerfexp.cameras import RayBundle, sphere_near_far
 from nerfexp.config import check_number
 from nerfexp.renderers.neus import alpha_weights, neus_alpha
-from nerfexp.samplers.base import GeometryFn, RaySamples, RenderedPass, StatelessSampler
+from nerfexp.samplers.base import GeometryFn, RaySamples, RenderedPass, StatelessSampler, interval_lengths
 from nerfexp.samplers.hierarchical import sample_pdf
 from nerfexp.samplers.stratified import stratified_t
 
@@ -65,7 +65,7 @@ class NeuSUpSampler(StatelessSampler):
         rays = sphere_near_far(rays, self.bound)
         t, importance = self.section_starts(rays, geometry_fn, training)
         # sections between samples; the last one ends where the ray leaves the sphere
-        dists = torch.cat([t[:, 1:] - t[:, :-1], (rays.far - t[:, -1:]).clamp(min=0.0)], dim=-1)
+        dists = interval_lengths(t, rays.far)
         deltas = dists * rays.directions.norm(dim=-1, keepdim=True)
         return RaySamples(t + 0.5 * dists, deltas, importance=importance)
 

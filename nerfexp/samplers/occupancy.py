@@ -54,8 +54,8 @@ class OccupancySampler(nn.Module):
     n_passes = 1
 
     def __init__(self, bound: float = 1.5, resolution: int = 64, diagonal_steps: int = 512,
-                 render_step_size: float | None = None, occ_threshold: float = 0.01, ema_decay: float = 0.95, update_every: int = 16,
-                 warmup_steps: int = 256, early_stop_eps: float = 1e-4, alpha_threshold: float = 0.0,
+                 render_step_size: float | None = None, occ_threshold: float = 0.01, ema_decay: float = 0.95,
+                 update_every: int = 16, warmup_steps: int = 256, early_stop_eps: float = 1e-4, alpha_threshold: float = 0.0,
                  perturb: bool = True, max_batch_samples: int | None = None, cpu_kernel: bool = True):
         super().__init__()
         check_number("bound", bound, float, low=0, low_open=True)
