@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -39,8 +40,11 @@ def evaluate_split(pipeline: Pipeline, split: SceneSplit, background_mode: str, 
     n = len(split) if max_views is None else min(max_views, len(split))
     has_masks = bool((split.alphas < 0.5).any())  # object masks (blender alpha, dtu masks), not all-opaque photos
     per_view, tiles = [], []
+    render_s, rays0, points0 = 0.0, pipeline.rays_rendered, pipeline.points_queried
     for k in tqdm(range(n), desc=f"evaluate {out_dir.name}", leave=False):
+        t0 = time.perf_counter()
         out = render_image(pipeline, split, k, background, chunk, device)
+        render_s += time.perf_counter() - t0
         gt = split.composited(k, background)
         name = split.names[k] if split.names else f"{k:04d}"
         per_view.append({"frame": name, "psnr": psnr(out["rgb"], gt), "ssim": ssim(out["rgb"], gt),
@@ -63,13 +67,26 @@ def evaluate_split(pipeline: Pipeline, split: SceneSplit, background_mode: str, 
 
     metrics = {"psnr": mean("psnr"), "ssim": mean("ssim"), "lpips": mean("lpips"), "n_views": n,
                "mask_iou": mean("mask_iou") if has_masks else None,
-               "lpips_unavailable_reason": None if lpips.available else lpips.reason, "per_view": per_view}
+               "lpips_unavailable_reason": None if lpips.available else lpips.reason,
+               "render": render_throughput(pipeline.rays_rendered - rays0, pipeline.points_queried - points0,
+                                           render_s, n),
+               "per_view": per_view}
+    log.info("rendered %d %s views in %.1f s: %.2f s per view, %s rays/s, %.1f samples per ray", n, out_dir.name,
+             render_s, metrics["render"]["s_per_view"], f"{metrics['render']['rays_per_s']:,.0f}",
+             metrics["render"]["samples_per_ray"])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if tiles:
         labels = [f"{v['frame']} {v['psnr']:.2f} dB" for v in per_view]
         iio.imwrite(out_dir / "contact_sheet.png", contact_sheet(tiles, labels, columns=min(5, len(tiles))))
     return metrics
+
+
+def render_throughput(rays: int, points: int, seconds: float, views: int) -> dict[str, float]:
+    """Rendering speed: rays and field queries per second, samples per ray, seconds per view."""
+    seconds = max(seconds, 1e-9)
+    return {"rays_per_s": rays / seconds, "points_per_s": points / seconds,
+            "samples_per_ray": points / max(rays, 1), "s_per_view": seconds / max(views, 1)}
 
 
 def validation_views(pipeline: Pipeline, split: SceneSplit, background: torch.Tensor, chunk: int,

@@ -72,6 +72,7 @@ class Trainer:
         self.train_time = 0.0
         self.lr_scale = 1.0  # lowered by the NaN guard
         self.skipped_steps = 0
+        self.train_points = 0  # field queries of training steps in this process (a tensor once counted)
         self.bad_in_row = 0
         self.restarts = 0
         self.stop_signal: str | None = None
@@ -139,7 +140,9 @@ class Trainer:
             group["lr"] = lr
         try:
             self.pipeline.update_state(self.step)
+            points_before = self.pipeline._points_queried
             loss, mse = self.compute_loss()
+            self.train_points = self.pipeline._points_queried - points_before + self.train_points
             self.optimizer.zero_grad(set_to_none=True)
             finite = bool(torch.isfinite(loss))
             if finite:
@@ -292,6 +295,8 @@ class Trainer:
                    desc="train", dynamic_ncols=True, mininterval=1.0,
                    initial=int(self.train_time) if timed else self.step)
         window_rays, window_time = 0, 0.0
+        # this process's share of the work (a resumed run counts from its resume)
+        points_from, time_from, step_from = self.train_points, self.train_time, self.step
         try:
             while (self.step < tcfg.max_steps and self.train_time < max_time and self.stop_signal is None
                    and (stop_at is None or self.step < stop_at)):
@@ -326,6 +331,9 @@ class Trainer:
         self.save()
         summary = {"steps": self.step, "train_time_s": self.train_time,
                    "rays_per_s": self.step * tcfg.batch_rays / max(self.train_time, 1e-9),
+                   "points_per_s": int(self.train_points - points_from) / max(self.train_time - time_from, 1e-9),
+                   "samples_per_ray": int(self.train_points - points_from) / max((self.step - step_from)
+                                                                                 * tcfg.batch_rays, 1),
                    "skipped_steps": self.skipped_steps, "restarts": self.restarts}
         if self.stop_signal is not None or (stop_at is not None and self.step >= stop_at
                                             and self.step < tcfg.max_steps):
@@ -359,7 +367,8 @@ class Trainer:
             test = evaluate_split(self.pipeline, test_split,
                                   self.cfg.dataset.background, self.run_dir / "eval", self.cfg.eval.chunk,
                                   self.device, self.cfg.eval.max_views)
-            summary.update(test_psnr=test["psnr"], test_ssim=test["ssim"], test_lpips=test["lpips"])
+            summary.update(test_psnr=test["psnr"], test_ssim=test["ssim"], test_lpips=test["lpips"],
+                           test_render=test["render"])
             self.logger.log_table("eval/per_view", ["frame", "psnr", "ssim", "lpips"],
                                   [[v["frame"], v["psnr"], v["ssim"], v["lpips"]] for v in test["per_view"]])
             self.log({"test_psnr": test["psnr"], "test_ssim": test["ssim"], "time_s": self.train_time})

@@ -34,6 +34,13 @@ def test_bench_runs_two_configs_for_their_budget(demo_cache, tmp_path):
         assert times == sorted(times) and 6.0 <= times[-1] < 6.0 + 5.0  # stops right after the budget
         steps = [int(r["step"]) for r in mine]
         assert steps == sorted(steps) and steps[0] > 0
+    # speeds: the coarse pass queries 24 samples per ray, the fine pass those 24 and 24 more (NeRF's fine pass
+    # takes the union): 72; without importance samples there is one pass of 24
+    for name, per_ray in (("small", 72.0), ("other", 24.0)):
+        for r in (r for r in rows if r["config"] == name):
+            assert float(r["samples_per_ray"]) == per_ray
+            assert abs(float(r["points_per_s"]) / float(r["rays_per_s"]) - per_ray) < 0.01 * per_ray
+            assert float(r["render_rays_per_s"]) > 0
     assert (out / "bench.png").stat().st_size > 10_000
     assert {r["views"] for r in rows} == {"1/2"}  # the tiny scene has 2 test views; one was scored
     summary = (out / "summary.md").read_text().splitlines()

@@ -26,6 +26,10 @@ def test_training_raises_test_psnr(demo_cache, tmp_path):
     after = summary["test_psnr"]
     assert after > before + 6.0, (before, after)
     assert after > 15.0, after
+    # throughput counts field queries: 8 coarse, then those 8 and 40 importance samples in the fine pass
+    assert summary["samples_per_ray"] == 56.0
+    assert summary["test_render"]["samples_per_ray"] == 56.0
+    assert abs(summary["points_per_s"] / summary["rays_per_s"] - 56.0) < 0.6
     # the fine pass must help: it beats the coarse pass on the held-out test views
     bg = eval_background("white")
     fine, coarse = [], []

@@ -32,6 +32,12 @@ class Pipeline(nn.Module):
         super().__init__()
         self.pos_encoder, self.dir_encoder = pos_encoder, dir_encoder
         self.sampler, self.renderer = sampler, renderer
+        self.rays_rendered, self._points_queried = 0, 0  # throughput counters (rays in, field queries)
+
+    @property
+    def points_queried(self) -> int:
+        """Field evaluations at samples since construction (every pass; pruning queries of samplers excluded)."""
+        return int(self._points_queried)
 
     # -- what a model defines --------------------------------------------------------------------------------
     def field_for_pass(self, k: int) -> nn.Module:
@@ -72,6 +78,7 @@ class Pipeline(nn.Module):
         """Render ``R`` rays; ``background`` ``(3,)``, ``(R, 3)`` or None. ``trace``, when given, receives each
         pass's samples and weights (plots of where samples go)."""
         geometry = self.geometry_fn()
+        self.rays_rendered += len(rays)
         previous: RenderedPass | None = None
         ray_index: Tensor | None = None
         passes: list[dict[str, Tensor]] = []
@@ -83,6 +90,9 @@ class Pipeline(nn.Module):
                     background = background[samples.ray_index]
                 ray_index = samples.ray_index if ray_index is None else ray_index[samples.ray_index]
                 samples.ray_index = None
+            # a tensor sum, so counting never waits for a GPU
+            self._points_queried = self._points_queried + (samples.mask.sum() if samples.mask is not None
+                                                           else samples.t.numel())
             out = self.renderer(self.query(self.field_for_pass(k), rays, samples, training), samples, rays,
                                 background, training)
             out["t"] = samples.t

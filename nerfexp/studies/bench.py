@@ -7,8 +7,10 @@ it is not the test PSNR a paper reports.
         --config fast="experiment=lego_fast" \\
         --config freq="experiment=lego_tiny dataset.downscale=4"
 
-Writes ``<out>/bench.csv`` (config, step, time_s, psnr, views), ``<out>/bench.png`` (PSNR vs time and vs step) and
-``<out>/summary.md`` (final PSNR and seconds to reach each ``--levels`` PSNR). Evaluation time is not counted.
+Writes ``<out>/bench.csv`` (config, step, time_s, psnr, views; training rays/s, samples per ray and points (field
+queries) per second since the previous evaluation; the evaluation's rendering rays/s), ``<out>/bench.png`` (PSNR vs
+time and vs step) and ``<out>/summary.md`` (final PSNR, speeds, seconds to reach each ``--levels`` PSNR).
+Evaluation time is not counted as training time.
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ from nerfexp.runtime.allocator import keep_freed_memory
 from nerfexp.train import Trainer
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
+FIELDS = ("config", "step", "time_s", "psnr", "views", "rays_per_s", "samples_per_ray", "points_per_s",
+          "render_rays_per_s")
 
 
 def compose_config(overrides: list[str], budget_s: float) -> DictConfig:
@@ -49,14 +53,16 @@ def score_label(rows: list[dict]) -> str:
     return f"test-subset PSNR ({', '.join(sorted(v.replace('/', ' of ') for v in views))} views)"
 
 
-def test_psnr(trainer: Trainer, split, max_views: int | None) -> float:
-    """Mean PSNR over the first ``max_views`` views of ``split``."""
+def test_psnr(trainer: Trainer, split, max_views: int | None) -> tuple[float, float]:
+    """Mean PSNR over the first ``max_views`` views of ``split``, and the rendering speed in rays/s."""
     bg = eval_background(trainer.cfg.dataset.background)
     n = len(split) if max_views is None else min(max_views, len(split))
     trainer.pipeline.eval()
+    t0, rays0 = time.perf_counter(), trainer.pipeline.rays_rendered
     scores = [psnr(render_image(trainer.pipeline, split, k, bg, trainer.cfg.eval.chunk, trainer.device)["rgb"],
                    split.composited(k, bg)) for k in range(n)]
-    return sum(scores) / len(scores)
+    rays_s = (trainer.pipeline.rays_rendered - rays0) / max(time.perf_counter() - t0, 1e-9)
+    return sum(scores) / len(scores), rays_s
 
 
 def run_config(name: str, overrides: list[str], out: Path, budget_s: float, eval_every_s: float,
@@ -67,6 +73,7 @@ def run_config(name: str, overrides: list[str], out: Path, budget_s: float, eval
     test_split = trainer.dataset.load("test")
     rows = []
     next_eval = eval_every_s
+    mark = (0, 0.0, 0)  # (step, training seconds, field queries) at the previous evaluation
     bar = tqdm(total=round(budget_s), unit="s", desc=name, dynamic_ncols=True, mininterval=1.0)
     while trainer.train_time < budget_s:
         t0 = time.perf_counter()
@@ -75,15 +82,31 @@ def run_config(name: str, overrides: list[str], out: Path, budget_s: float, eval
         trainer.train_time += dt
         bar.update(min(dt, max(budget_s - bar.n, 0.0)))
         if trainer.train_time >= next_eval or trainer.train_time >= budget_s:
-            value = test_psnr(trainer, test_split, eval_views)
+            points = int(trainer.train_points)
+            steps, seconds = trainer.step - mark[0], max(trainer.train_time - mark[1], 1e-9)
+            rays = steps * trainer.cfg.trainer.batch_rays
+            value, render_rays_s = test_psnr(trainer, test_split, eval_views)
             n = len(test_split) if eval_views is None else min(eval_views, len(test_split))
             rows.append({"config": name, "step": trainer.step, "time_s": round(trainer.train_time, 2),
-                         "psnr": round(value, 3), "views": f"{n}/{len(test_split)}"})
-            bar.write(f"{name}: {value:.2f} dB at step {trainer.step}, {trainer.train_time:.0f} s")
+                         "psnr": round(value, 3), "views": f"{n}/{len(test_split)}",
+                         "rays_per_s": round(rays / seconds), "samples_per_ray": round((points - mark[2])
+                                                                                     / max(rays, 1), 2),
+                         "points_per_s": round((points - mark[2]) / seconds),
+                         "render_rays_per_s": round(render_rays_s)})
+            mark = (trainer.step, trainer.train_time, points)
+            bar.write(f"{name}: {value:.2f} dB at step {trainer.step}, {trainer.train_time:.0f} s; "
+                      f"{rows[-1]['rays_per_s']:,} rays/s x {rows[-1]['samples_per_ray']} samples/ray = "
+                      f"{rows[-1]['points_per_s']:,} points/s; renders {rows[-1]['render_rays_per_s']:,} rays/s")
             next_eval += eval_every_s
     bar.close()
     trainer.close()
     return rows
+
+
+def mean_of(rows: list[dict], key: str) -> float:
+    """``key`` over a configuration's whole run: each evaluation window weighted by its training seconds."""
+    windows = [r["time_s"] - (rows[k - 1]["time_s"] if k else 0.0) for k, r in enumerate(rows)]
+    return sum(r[key] * w for r, w in zip(rows, windows)) / max(sum(windows), 1e-9)
 
 
 def time_to(rows: list[dict], level: float) -> float | None:
@@ -98,7 +121,7 @@ def write_outputs(rows: list[dict], out: Path, levels: list[float], configs: dic
     import matplotlib.pyplot as plt
 
     with open(out / "bench.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["config", "step", "time_s", "psnr", "views"])
+        writer = csv.DictWriter(f, fieldnames=list(FIELDS))
         writer.writeheader()
         writer.writerows(rows)
     label = score_label(rows) if rows else "test PSNR"
@@ -115,14 +138,17 @@ def write_outputs(rows: list[dict], out: Path, levels: list[float], configs: dic
     fig.tight_layout()
     fig.savefig(out / "bench.png", dpi=120)
     plt.close(fig)
-    lines = [f"| config | overrides | final {label} | steps | " + " | ".join(f"s to {x:g} dB" for x in levels) + " |",
-             "|" + "---|" * (4 + len(levels))]
+    lines = [f"| config | overrides | final {label} | steps | train rays/s | samples/ray | points/s | render rays/s | "
+             + " | ".join(f"s to {x:g} dB" for x in levels) + " |", "|" + "---|" * (8 + len(levels))]
     for name, overrides in configs.items():
         mine = [r for r in rows if r["config"] == name]
         if not mine:
             continue
         reach = [time_to(mine, x) for x in levels]
-        lines.append(f"| {name} | `{' '.join(overrides)}` | {mine[-1]['psnr']:.2f} | {mine[-1]['step']} | "
+        last = mine[-1]
+        lines.append(f"| {name} | `{' '.join(overrides)}` | {last['psnr']:.2f} | {last['step']} | "
+                     f"{mean_of(mine, 'rays_per_s'):,.0f} | {mean_of(mine, 'samples_per_ray'):.1f} | "
+                     f"{mean_of(mine, 'points_per_s'):,.0f} | {last.get('render_rays_per_s', 0):,} | "
                      + " | ".join("-" if s is None else f"{s:.0f}" for s in reach) + " |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
