@@ -9,7 +9,7 @@ import torch
 
 from nerfexp.cameras import Intrinsics, focal_from_fov
 from nerfexp.config import check_number
-from nerfexp.data.images import DatasetError, check_same_size, load_frames, source_names
+from nerfexp.data.images import DatasetError, require_root, check_same_size, load_frames, source_names
 from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
 
 __all__ = ["BlenderDataset", "DatasetError", "load_frames"]
@@ -41,8 +41,7 @@ class BlenderDataset:
         self.background = background
         self.near, self.far = float(near), float(far)
         self.testskip = int(testskip)
-        if not self.root.is_dir():
-            raise DatasetError(f"dataset.root={self.root}: folder does not exist")
+        require_root(self.root, "nerf_synthetic/lego")
 
     def transforms_path(self, split: str) -> Path:
         return self.root / f"transforms_{split}.json"

@@ -27,7 +27,7 @@ import torch
 
 from nerfexp.cameras import Intrinsics
 from nerfexp.config import check_number
-from nerfexp.data.images import DatasetError, check_same_size, list_images, load_frames, source_names
+from nerfexp.data.images import DatasetError, require_root, check_same_size, list_images, load_frames, source_names
 from nerfexp.data.render_paths import azimuths, normalize, orbit_path
 from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
 from nerfexp.data.splits import holdout_splits
@@ -138,8 +138,7 @@ class DTUDataset:
         self.downscale = int(downscale)
         self.use_mask_as_alpha = bool(use_mask_as_alpha)
         self.test_every = int(test_every)
-        if not self.root.is_dir():
-            raise DatasetError(f"dataset.root={self.root}: folder does not exist")
+        require_root(self.root, "dtu/dtu_scan24")
 
         camera_file = self.root / cameras
         projections, self.scale_mats = read_cameras(camera_file)

@@ -20,6 +20,16 @@ class DatasetError(ValueError):
     """A dataset file is missing or malformed; the message names the file."""
 
 
+def require_root(root: Path, example: str) -> None:
+    """Stop with one line when the dataset folder ``root`` is missing: where it was looked for and how to point
+    ``dataset.root`` elsewhere (``example``: the scene's folder name in its published layout)."""
+    if root.is_dir():
+        return
+    where = "" if root.is_absolute() else f" under {Path.cwd()}"
+    raise DatasetError(f"dataset.root={root}: no such folder{where}; put the scene there (data/{example} is the "
+                       f"original NeRF code's layout) or set dataset.root=<path to {example}>")
+
+
 def list_images(folder: Path) -> list[Path]:
     """Image files (PNG/JPEG, any case) in ``folder``, sorted by name; hidden files are skipped."""
     return sorted(p for p in folder.iterdir()

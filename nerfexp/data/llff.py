@@ -30,7 +30,7 @@ from PIL import Image
 
 from nerfexp.cameras import Intrinsics
 from nerfexp.config import check_number
-from nerfexp.data.images import DatasetError, check_same_size, list_images, load_frames, source_names
+from nerfexp.data.images import DatasetError, require_root, check_same_size, list_images, load_frames, source_names
 from nerfexp.data.render_paths import circle_path, normalize, poses_avg, spiral_path
 from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
 from nerfexp.data.splits import holdout_splits
@@ -182,8 +182,7 @@ class LLFFDataset:
         self.recenter, self.bd_factor, self.spherify = bool(recenter), bd_factor, bool(spherify)
         self.ndc = bool(ndc)
         self.llffhold = int(llffhold)
-        if not self.root.is_dir():
-            raise DatasetError(f"dataset.root={self.root}: folder does not exist")
+        require_root(self.root, "nerf_llff_data/fern")
 
         c2w, bounds, hwf = read_poses_bounds(self.root / POSES_FILE)
         self.image_paths = self._image_paths(len(c2w))
