@@ -29,8 +29,8 @@ def demo_cache(tmp_path_factory) -> Path:
 
 
 def tiny_overrides(cache: Path) -> list[str]:
-    """A small demo scene and model that train in seconds on two CPU cores."""
-    return [f"dataset.cache_dir={cache}", "dataset.resolution=32", "dataset.n_train=20", "dataset.n_val=1",
+    """A small demo scene and NeRF model (MLP, coarse + fine) that train in seconds on two CPU cores."""
+    return ["model=nerf", f"dataset.cache_dir={cache}", "dataset.resolution=32", "dataset.n_train=20", "dataset.n_val=1",
             "dataset.n_test=2", "field.width=64", "sampler.n_samples=24", "sampler.n_importance=24",
             "trainer.batch_rays=512", "trainer.log_every=10", "logger=none", "eval.chunk=4096"]
 

@@ -17,10 +17,12 @@ from nerfexp.train import train
 
 VALUES = ("0", "-1", "nan", "inf", "abc")
 SMALL_SAMPLES = ["sampler.n_samples=8", "sampler.n_importance=8"]  # hierarchical and neus: 8 + 8 per ray
-# one option per group that has its own keys; model=neus brings the SDF field, sampler and renderer
-OPTIONS = ([*SMALL_SAMPLES, "encoder=frequency"], [*SMALL_SAMPLES, "encoder=hashgrid"], [*SMALL_SAMPLES, "field=grid"],
-           ["sampler=stratified", "sampler.n_samples=8"], ["sampler=occupancy", "sampler.diagonal_steps=64"],
-           ["model=neus", *SMALL_SAMPLES])
+NERF = ["model=nerf", *SMALL_SAMPLES]
+# one option per group that has its own keys; model=ngp (the default) brings the hash grid, grid field and
+# occupancy sampler, model=neus the SDF field, sampler and renderer
+OPTIONS = (NERF, [*NERF, "encoder=hashgrid"], [*NERF, "field=grid"],
+           ["model=nerf", "sampler=stratified", "sampler.n_samples=8"],
+           ["model=ngp", "sampler.diagonal_steps=64"], ["model=neus", "encoder=frequency", *SMALL_SAMPLES])
 SMALL_GRID = ["encoder.position.n_levels=4", "encoder.position.log2_table_size=10",
               "encoder.position.finest_resolution=64"]
 
@@ -56,15 +58,15 @@ def cases() -> list[tuple[tuple[str, ...], str]]:
     """(option overrides, key) for every numeric argument of every component option, once each, and the keys
     no constructor owns (trainer, eval, optim)."""
     seen, out = set(), []
-    for option in [SMALL_SAMPLES] + list(OPTIONS):
-        overrides = option + (SMALL_GRID if "encoder=hashgrid" in option else [])
+    for option in OPTIONS:
+        overrides = option + (SMALL_GRID if "encoder=hashgrid" in option or "model=ngp" in option else [])
         cfg = compose_train(overrides)
         for group in ("dataset", "encoder", "field", "sampler", "renderer", "logger"):
             for argument, key in numeric_keys(cfg[group], group):
                 if (argument, key) not in seen:
                     seen.add((argument, key))
                     out.append((tuple(overrides), key))
-    out += [(tuple(SMALL_SAMPLES + (["optim=adamw"] if key == "optim.weight_decay" else [])), key)
+    out += [(tuple(NERF + (["optim=adamw"] if key == "optim.weight_decay" else [])), key)
             for key in OWN_KEYS]
     return out
 

@@ -126,7 +126,7 @@ def test_up_sampling_gathers_samples_at_the_surface():
 
 @pytest.mark.parametrize("normals", ["analytic", "finite_difference"])
 def test_sdf_pipeline_renders_the_initial_sphere(normals):
-    cfg = compose_train(["model=neus", "encoder.position.n_freqs=4", f"field.normals={normals}",
+    cfg = compose_train(["model=neus", "encoder=frequency", "encoder.position.n_freqs=4", f"field.normals={normals}",
                          "field.init_radius=0.5", "renderer.init_variance=0.6", "sampler.n_samples=64",
                          "sampler.n_importance=64", "sampler.up_sample_steps=4"])
     pipeline = build_pipeline(cfg)
@@ -161,9 +161,9 @@ def test_volume_field_and_neus_field_are_not_mixed_up():
     with pytest.raises(ConfigError, match=r"field=sdf reads an SDF but renderer=volume .* model=neus"):
         build_pipeline(compose_train(["field=sdf"]))
     with pytest.raises(ConfigError, match=r"field=nerf reads a density but renderer=neus .* model=neus"):
-        build_pipeline(compose_train(["renderer=neus"]))
+        build_pipeline(compose_train(["model=nerf", "renderer=neus"]))
     with pytest.raises(ConfigError, match=r"sampler=neus reads an SDF"):
-        build_pipeline(compose_train(["sampler=neus"]))
+        build_pipeline(compose_train(["model=nerf", "sampler=neus"]))
     assert type(build_pipeline(compose_train(["model=neus"]))).__name__ == "SDFPipeline"
 
 

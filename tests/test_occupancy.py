@@ -83,14 +83,19 @@ def test_opaque_wall_stops_marching():
 
 
 def test_grid_update_marks_the_sphere_and_decays():
-    sampler = OccupancySampler(bound=1.0, resolution=16, diagonal_steps=256, warmup_steps=100, ema_decay=0.5)
+    sampler = OccupancySampler(bound=1.0, resolution=16, diagonal_steps=256, warmup_steps=48, ema_decay=0.5)
     ball = lambda p: torch.where(p.norm(dim=-1) < 0.5, 50.0, 0.0)  # noqa: E731
-    sampler.update(0, ball)
+    empty = lambda p: torch.zeros(p.shape[:-1])  # noqa: E731
     centers = sampler.cell_centers(torch.arange(16 ** 3), jitter=False)
     inside = centers.norm(dim=-1) < 0.4
     outside = centers.norm(dim=-1) > 0.6
+    # in warm-up every cell is re-evaluated and the grid is the field as it is now: no memory of earlier updates
+    sampler.update(0, ball)
+    sampler.update(16, empty)
+    assert (sampler.density == 0).all()
+    sampler.update(16 * 2, ball)
     assert sampler.occupied[inside].all() and not sampler.occupied[outside].any()
-    sampler.update(16, lambda p: torch.zeros(p.shape[:-1]))  # the ball vanished: densities halve
+    sampler.update(16 * 3, empty)  # after warm-up the ball vanished: densities halve (a decaying maximum)
     assert torch.allclose(sampler.density[inside], torch.full_like(sampler.density[inside], 25.0))
     sampler.update(5, ball)  # not an update step
     assert torch.allclose(sampler.density[inside], torch.full_like(sampler.density[inside], 25.0))

@@ -10,11 +10,13 @@ from nerfexp.pipelines.build import build_pipeline
 
 
 def test_coarse_overrides_apply_to_the_coarse_network_only():
-    pipeline = build_pipeline(compose_train(["field.width=64", "+field.coarse.width=32", "+field.coarse.depth=2"]))
+    pipeline = build_pipeline(compose_train(["model=nerf", "field.width=64", "+field.coarse.width=32",
+                                             "+field.coarse.depth=2"]))
     assert [layer.out_features for layer in pipeline.coarse_field.trunk] == [32, 32]
     assert [layer.out_features for layer in pipeline.fine_field.trunk] == [64] * 4
     # without a fine pass the coarse network is the model, so it keeps the field's own settings
-    single = build_pipeline(compose_train(["field.width=64", "+field.coarse.width=32", "sampler.n_importance=0"]))
+    single = build_pipeline(compose_train(["model=nerf", "field.width=64", "+field.coarse.width=32",
+                                           "sampler.n_importance=0"]))
     assert single.fine_field is None
     assert single.coarse_field.trunk[0].out_features == 64
 

@@ -103,7 +103,8 @@ def test_cli_reports_bad_values_in_one_line(tmp_path):
                              ("sampler.n_samples=1", "sampler.n_samples=1: must be >= 2"),
                              ("encoder.position.n_freqs=abc", "encoder.position.n_freqs='abc': must be an integer"),
                              ("encoder=nonexistent", "encoder")):
-        proc = subprocess.run([sys.executable, "train.py", *override.split(), f"hydra.run.dir={tmp_path}/run"],
+        proc = subprocess.run([sys.executable, "train.py", "model=nerf", *override.split(),
+                               f"hydra.run.dir={tmp_path}/run"],
                               cwd=REPO, capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0
         assert needle in proc.stderr

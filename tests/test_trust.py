@@ -27,7 +27,7 @@ from nerfexp.train import Trainer, train
 
 # -- the paper's network ----------------------------------------------------------------------------------------
 def test_paper_network_has_the_skip_after_layer_four_and_its_parameter_count():
-    cfg = compose_train(["field.depth=8", "field.width=256", "field.skips=[4]"])
+    cfg = compose_train(["model=nerf", "field.depth=8", "field.width=256", "field.skips=[4]"])
     pipeline = build_pipeline(cfg)
     for field in (pipeline.coarse_field, pipeline.fine_field):
         assert [layer.in_features for layer in field.trunk] == [63, 256, 256, 256, 256, 319, 256, 256]
@@ -58,7 +58,7 @@ def test_density_noise_goes_in_before_the_activation():
 
 # -- the background ---------------------------------------------------------------------------------------------
 def test_rays_that_miss_the_scene_box_render_the_background_through_a_dense_field():
-    cfg = compose_train(["sampler.n_samples=16", "sampler.n_importance=16", "field.width=16"])
+    cfg = compose_train(["model=nerf", "sampler.n_samples=16", "sampler.n_importance=16", "field.width=16"])
     pipeline = build_pipeline(cfg)
     for field in (pipeline.coarse_field, pipeline.fine_field):
         with torch.no_grad():
@@ -74,7 +74,7 @@ def test_rays_that_miss_the_scene_box_render_the_background_through_a_dense_fiel
 
 
 def test_neus_rays_that_miss_the_sphere_show_the_background():
-    cfg = compose_train(["model=neus", "encoder.position.n_freqs=2", "dataset.bound=1.0",
+    cfg = compose_train(["model=neus", "encoder=frequency", "encoder.position.n_freqs=2", "dataset.bound=1.0",
                          "sampler.n_samples=16", "sampler.n_importance=16"])
     pipeline = build_pipeline(cfg)
     o = torch.tensor([[0.0, 0.0, 3.0], [2.0, 0.0, 3.0]])
@@ -198,13 +198,15 @@ def test_lindisp_in_ndc_stops_before_any_work_naming_both_keys(tmp_path):
     from nerfexp.data.writers import write_llff_scene
 
     root = write_llff_scene(tmp_path / "llff", DemoSceneSpec(resolution=16), n_views=9)
-    cfg = compose_train(["dataset=llff", f"dataset.root={root}", "dataset.factor=null", "sampler.lindisp=true"])
+    cfg = compose_train(["model=nerf", "dataset=llff", f"dataset.root={root}", "dataset.factor=null",
+                         "sampler.lindisp=true"])
     with pytest.raises(ConfigError, match=r"sampler\.lindisp=true with dataset\.ndc=true"):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
     # near/far mean nothing in NDC: refused (by the loader; the CLI prints its message as one line)
     with pytest.raises(Exception) as raised:
-        train(compose_train(["dataset=llff", f"dataset.root={root}", "dataset.factor=null", "dataset.near=0.5"]),
+        train(compose_train(["model=nerf", "dataset=llff", f"dataset.root={root}", "dataset.factor=null",
+                            "dataset.near=0.5"]),
               tmp_path / "run2")
     assert "dataset.near=0.5" in user_error_message(raised.value) and "NDC" in user_error_message(raised.value)
 

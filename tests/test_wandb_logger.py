@@ -119,7 +119,7 @@ def test_reading_names_what_is_missing_or_broken(tmp_path):
 
 def test_config_made_by_hydra_reaches_wandb_as_nested_values(tmp_path):
     """The trainer builds the logger with ``instantiate``, which hands ``run_config`` over as a DictConfig."""
-    cfg = compose_train(["logger=wandb", "sampler.n_samples=16"])
+    cfg = compose_train(["model=nerf", "logger=wandb", "sampler.n_samples=16"])
     logger = instantiate(cfg.logger, run_dir=tmp_path, run_config=OmegaConf.to_container(cfg, resolve=True),
                          job=JOB, _recursive_=False)
     logger.finish()

@@ -25,9 +25,9 @@ def require_root(root: Path, example: str) -> None:
     ``dataset.root`` elsewhere (``example``: the scene's folder name in its published layout)."""
     if root.is_dir():
         return
-    where = "" if root.is_absolute() else f" under {Path.cwd()}"
-    raise DatasetError(f"dataset.root={root}: no such folder{where}; put the scene there (data/{example} is the "
-                       f"original NeRF code's layout) or set dataset.root=<path to {example}>")
+    where = "" if root.is_absolute() else f" (looked under {Path.cwd()})"
+    raise DatasetError(f"dataset.root={root}: folder does not exist{where}; put the scene there (data/{example} "
+                       f"is the original NeRF code's layout) or set dataset.root=<path to {example}>")
 
 
 def list_images(folder: Path) -> list[Path]:

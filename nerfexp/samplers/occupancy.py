@@ -39,7 +39,7 @@ class OccupancySampler(nn.Module):
         diagonal_steps: marching steps along the box diagonal, the most samples a ray can get (sets the step).
         render_step_size: marching step in world units (overrides ``diagonal_steps``).
         occ_threshold: a cell is occupied while ``1 - exp(-density * step)`` exceeds this (capped by the mean).
-        ema_decay: per update, a cell's density is ``max(decay * old, new)``.
+        ema_decay: per update after warm-up, a cell's density is ``max(decay * old, new)`` (in warm-up: ``new``).
         update_every: steps between grid updates in training.
         warmup_steps: before this step every cell is re-evaluated; after it a quarter at random plus the occupied.
         early_stop_eps: drop samples behind transmittance below this (evaluated without gradients first).
@@ -108,7 +108,9 @@ class OccupancySampler(nn.Module):
             idx = torch.cat([uniform, occupied])
         new = torch.cat([geometry_fn(self.cell_centers(idx[k:k + chunk], jitter=True))
                          for k in range(0, len(idx), chunk)])
-        decayed = self.density * self.ema_decay
+        # in warm-up every cell is re-evaluated, so the grid takes the field as it is now: a decaying maximum
+        # would keep the fresh field's uniform density for ~8 updates (128 steps) and every cell occupied with it
+        decayed = self.density * (self.ema_decay if step >= self.warmup_steps else 0.0)
         decayed[idx] = torch.maximum(decayed[idx], new.float())
         self.density.copy_(decayed)
         threshold = min(-math.log1p(-self.occ_threshold) / self.step_size, float(self.density.mean()))
