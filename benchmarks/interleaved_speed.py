@@ -12,6 +12,7 @@ machine's load drifts: both cancel in the pair). The table reports median steps/
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -47,8 +48,13 @@ for line in sys.stdin:
 
 
 def start_worker(tree: Path, preset: str, root: Path, run_dir: Path, warmup: int) -> subprocess.Popen:
+    # each checkout builds its C++ kernels in its own folder: torch names the module alike in both, and two trees
+    # with different kernel sources would otherwise rebuild it under each other
+    folder = "torch_extensions_" + str(tree.resolve()).strip("/").replace("/", "_")
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(run_dir.parent / folder)}
     proc = subprocess.Popen([sys.executable, "-c", WORKER, preset, str(root), str(run_dir), str(warmup)], cwd=tree,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=env)
     if proc.stdout.readline().strip() != "ready":
         raise RuntimeError(f"the {preset} worker in {tree} did not start")
     return proc

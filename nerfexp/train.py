@@ -31,6 +31,7 @@ from nerfexp.metrics import mse_to_psnr
 from nerfexp.optim.build import build_optimizer
 from nerfexp.optim.schedule import lr_at
 from nerfexp.pipelines.base import Pipeline
+from nerfexp.kernels import cpu_kernels
 from nerfexp.pipelines.build import build_pipeline
 from nerfexp.runtime.allocator import keep_freed_memory
 from nerfexp.runtime.provenance import provenance
@@ -93,6 +94,8 @@ class Trainer:
         """Fresh pipeline and optimizer from ``seed`` (also used by stuck-start restarts)."""
         torch.manual_seed(seed)
         self.pipeline: Pipeline = build_pipeline(self.cfg).to(self.device)
+        if self.device.type == "cpu" and any(getattr(m, "use_cpu_kernel", False) for m in self.pipeline.modules()):
+            cpu_kernels()  # built (first use) or loaded now, not inside the first step's training time
         self.pipeline.amp_dtype = amp_dtype(self.cfg.trainer.get("amp", "auto"), self.device)
         self.scaler = grad_scaler(self.device, self.pipeline.amp_dtype)
         self.optimizer = build_optimizer(self.cfg.optim, self.pipeline, self.device)

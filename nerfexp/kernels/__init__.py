@@ -7,6 +7,7 @@ None once, with one warning, and callers use their pure-PyTorch code, which comp
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -21,8 +22,11 @@ def cpu_kernels():
         try:
             from torch.utils.cpp_extension import load
 
+            start = time.perf_counter()
+            log.info("loading the C++ CPU kernels (the first time: building them, about a minute)")
             _KERNELS = load("nerfexp_cpu_kernels", [str(Path(__file__).with_name("cpu.cpp"))],
                             extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
+            log.info("C++ CPU kernels ready in %.1f s", time.perf_counter() - start)
         except Exception as err:  # no compiler, headers or ninja: the pure-PyTorch paths still work
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
             log.warning("CPU kernels did not build (%s); using the pure-PyTorch code", message)
