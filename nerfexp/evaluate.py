@@ -16,6 +16,7 @@ from nerfexp.amp import amp_dtype
 from nerfexp.checkpoint import latest_checkpoint, load_checkpoint
 from nerfexp.compat import upgrade_run_config
 from nerfexp.data.scene import SceneSplit, eval_background
+from nerfexp.kernels import prepare_cpu_kernels
 from nerfexp.metrics import LPIPS, mask_iou, psnr, ssim
 from nerfexp.pipelines.base import Pipeline
 from nerfexp.pipelines.build import build_pipeline
@@ -40,7 +41,7 @@ def evaluate_split(pipeline: Pipeline, split: SceneSplit, background_mode: str, 
     n = len(split) if max_views is None else min(max_views, len(split))
     has_masks = bool((split.alphas < 0.5).any())  # object masks (blender alpha, dtu masks), not all-opaque photos
     per_view, tiles = [], []
-    render_s, rays0, points0 = 0.0, pipeline.rays_rendered, pipeline.points_queried
+    render_s, rays0, points0 = 0.0, pipeline.rays_rendered, int(pipeline.points_queried)
     for k in tqdm(range(n), desc=f"evaluate {out_dir.name}", leave=False):
         t0 = time.perf_counter()
         out = render_image(pipeline, split, k, background, chunk, device)
@@ -68,8 +69,8 @@ def evaluate_split(pipeline: Pipeline, split: SceneSplit, background_mode: str, 
     metrics = {"psnr": mean("psnr"), "ssim": mean("ssim"), "lpips": mean("lpips"), "n_views": n,
                "mask_iou": mean("mask_iou") if has_masks else None,
                "lpips_unavailable_reason": None if lpips.available else lpips.reason,
-               "render": render_throughput(pipeline.rays_rendered - rays0, pipeline.points_queried - points0,
-                                           render_s, n),
+               "render": render_throughput(pipeline.rays_rendered - rays0,
+                                           int(pipeline.points_queried) - points0, render_s, n),
                "per_view": per_view}
     log.info("rendered %d %s views in %.1f s: %.2f s per view, %s rays/s, %.1f samples per ray", n, out_dir.name,
              render_s, metrics["render"]["s_per_view"], f"{metrics['render']['rays_per_s']:,.0f}",
@@ -122,6 +123,7 @@ def restore_run(cfg: DictConfig) -> tuple[Path, DictConfig, Pipeline, object, to
         raise FileNotFoundError(f"run={run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
     device = resolve_device(cfg.device)
     pipeline = build_pipeline(run_cfg).to(device)
+    prepare_cpu_kernels(pipeline, device)
     pipeline.amp_dtype = amp_dtype(run_cfg.trainer.get("amp", "auto"), device)
     checkpoint = load_checkpoint(ckpt_path, device)
     pipeline.load_state_dict(checkpoint["pipeline"])

@@ -27,11 +27,11 @@ from nerfexp.data.scene import SceneSplit, background_color, eval_background
 from nerfexp.evaluate import evaluate_split, validation_views
 from nerfexp.loggers.local import MetricsFile
 from nerfexp.losses import training_loss
+from nerfexp.kernels import prepare_cpu_kernels
 from nerfexp.metrics import mse_to_psnr
 from nerfexp.optim.build import build_optimizer
 from nerfexp.optim.schedule import lr_at
 from nerfexp.pipelines.base import Pipeline
-from nerfexp.kernels import cpu_kernels
 from nerfexp.pipelines.build import build_pipeline
 from nerfexp.runtime.allocator import keep_freed_memory
 from nerfexp.runtime.provenance import provenance
@@ -94,8 +94,7 @@ class Trainer:
         """Fresh pipeline and optimizer from ``seed`` (also used by stuck-start restarts)."""
         torch.manual_seed(seed)
         self.pipeline: Pipeline = build_pipeline(self.cfg).to(self.device)
-        if self.device.type == "cpu" and any(getattr(m, "use_cpu_kernel", False) for m in self.pipeline.modules()):
-            cpu_kernels()  # built (first use) or loaded now, not inside the first step's training time
+        prepare_cpu_kernels(self.pipeline, self.device)
         self.pipeline.amp_dtype = amp_dtype(self.cfg.trainer.get("amp", "auto"), self.device)
         self.scaler = grad_scaler(self.device, self.pipeline.amp_dtype)
         self.optimizer = build_optimizer(self.cfg.optim, self.pipeline, self.device)
@@ -143,9 +142,9 @@ class Trainer:
             group["lr"] = lr
         try:
             self.pipeline.update_state(self.step)
-            points_before = self.pipeline._points_queried
+            points_before = self.pipeline.points_queried
             loss, mse = self.compute_loss()
-            self.train_points = self.pipeline._points_queried - points_before + self.train_points
+            self.train_points = self.pipeline.points_queried - points_before + self.train_points
             self.optimizer.zero_grad(set_to_none=True)
             finite = bool(torch.isfinite(loss))
             if finite:

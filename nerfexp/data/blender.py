@@ -9,7 +9,7 @@ import torch
 
 from nerfexp.cameras import Intrinsics, focal_from_fov
 from nerfexp.config import check_number
-from nerfexp.data.images import DatasetError, require_root, check_same_size, load_frames, source_names
+from nerfexp.data.images import DatasetError, check_same_size, load_frames, require_root, source_names
 from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
 
 __all__ = ["BlenderDataset", "DatasetError", "load_frames"]

@@ -27,7 +27,8 @@ import torch
 
 from nerfexp.cameras import Intrinsics
 from nerfexp.config import check_number
-from nerfexp.data.images import DatasetError, require_root, check_same_size, list_images, load_frames, source_names
+from nerfexp.data.images import (DatasetError, check_same_size, list_images, load_frames, require_root,
+                                 source_names)
 from nerfexp.data.render_paths import azimuths, normalize, orbit_path
 from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
 from nerfexp.data.splits import holdout_splits

@@ -30,7 +30,8 @@ from PIL import Image
 
 from nerfexp.cameras import Intrinsics
 from nerfexp.config import check_number
-from nerfexp.data.images import DatasetError, require_root, check_same_size, list_images, load_frames, source_names
+from nerfexp.data.images import (DatasetError, check_same_size, list_images, load_frames, require_root,
+                                 source_names)
 from nerfexp.data.render_paths import circle_path, normalize, poses_avg, spiral_path
 from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
 from nerfexp.data.splits import holdout_splits

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from nerfexp.config import check_number
 from nerfexp.encoders.tcnn_support import check_backend, require_tcnn, tcnn_available
-from nerfexp.kernels import cpu_kernels
+from nerfexp.kernels import HASH_FEATURES, cpu_kernels
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class HashGridEncoder(nn.Module):
         if self.requested_backend == "auto" and x.is_cuda and tcnn_available():
             return "tcnn"
         if (self.use_cpu_kernel and x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad
-                and self.n_features in (1, 2, 4, 8) and cpu_kernels() is not None):
+                and self.n_features in HASH_FEATURES and cpu_kernels() is not None):
             return "cpu-kernel"
         return "torch"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _KERNELS = None  # the compiled module; False once building it failed
+HASH_FEATURES = (1, 2, 4, 8)  # features per level the hash-grid kernels are compiled for (cpu.cpp's dispatch)
 
 
 def cpu_kernels():
@@ -32,3 +33,11 @@ def cpu_kernels():
             log.warning("CPU kernels did not build (%s); using the pure-PyTorch code", message)
             _KERNELS = False
     return _KERNELS or None
+
+
+def prepare_cpu_kernels(module, device) -> None:
+    """Build (first use) or load the kernels now when ``module`` runs on the CPU with a submodule that uses them
+    (``use_cpu_kernel``), so the one-time build never lands inside a timed training step or render."""
+    if getattr(device, "type", device) == "cpu" and any(getattr(m, "use_cpu_kernel", False)
+                                                        for m in module.modules()):
+        cpu_kernels()

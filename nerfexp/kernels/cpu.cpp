@@ -103,6 +103,7 @@ void backward_level(const Levels& lv, int64_t l, int64_t n, const float* xp, con
   }
 }
 
+// The feature counts compiled here: nerfexp.kernels.HASH_FEATURES lists the same, for the Python side's choice.
 template <typename Fn>
 void dispatch_features(int64_t f_dim, Fn&& fn) {
   switch (f_dim) {

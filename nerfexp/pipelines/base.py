@@ -32,12 +32,9 @@ class Pipeline(nn.Module):
         super().__init__()
         self.pos_encoder, self.dir_encoder = pos_encoder, dir_encoder
         self.sampler, self.renderer = sampler, renderer
-        self.rays_rendered, self._points_queried = 0, 0  # throughput counters (rays in, field queries)
-
-    @property
-    def points_queried(self) -> int:
-        """Field evaluations at samples since construction (every pass; pruning queries of samplers excluded)."""
-        return int(self._points_queried)
+        # throughput counters since construction: rays rendered, and field queries at samples (every pass; a
+        # sampler's own pruning queries excluded), kept as a tensor sum so counting never waits for a GPU: int() it
+        self.rays_rendered, self.points_queried = 0, 0
 
     # -- what a model defines --------------------------------------------------------------------------------
     def field_for_pass(self, k: int) -> nn.Module:
@@ -90,9 +87,8 @@ class Pipeline(nn.Module):
                     background = background[samples.ray_index]
                 ray_index = samples.ray_index if ray_index is None else ray_index[samples.ray_index]
                 samples.ray_index = None
-            # a tensor sum, so counting never waits for a GPU
-            self._points_queried = self._points_queried + (samples.mask.sum() if samples.mask is not None
-                                                           else samples.t.numel())
+            self.points_queried = self.points_queried + (samples.mask.sum() if samples.mask is not None
+                                                         else samples.t.numel())
             out = self.renderer(self.query(self.field_for_pass(k), rays, samples, training), samples, rays,
                                 background, training)
             out["t"] = samples.t
