@@ -1,8 +1,10 @@
 """Evaluate a trained run: `python evaluate.py run=<run dir> [split=test dataset.root=...]`."""
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from nerfexp.cli import run_or_exit
+from nerfexp.cli import run_or_exit, secondary_rank_overrides
 from nerfexp.evaluate import evaluate_run
 
 
@@ -12,4 +14,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv += secondary_rank_overrides()  # torchrun: ranks other than 0 make no Hydra run dir
     main()

@@ -1,11 +1,12 @@
 """Train a NeRF: `python train.py [dataset=... encoder=... key=value ...]` (see conf/train.yaml)."""
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from nerfexp.cli import run_or_exit
+from nerfexp.cli import run_or_exit, secondary_rank_overrides
 from nerfexp.train import train
 
 
@@ -17,4 +18,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv += secondary_rank_overrides()  # torchrun: ranks other than 0 make no Hydra run dir
     main()

@@ -22,3 +22,13 @@ def run_or_exit(fn: Callable, *args):
         log.error("%s", message)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+def secondary_rank_overrides() -> list[str]:
+    """Hydra overrides for ranks other than 0 of a ``torchrun`` launch: no run dir, no ``.hydra`` folder and no
+    log file of their own (rank 0 picks the run dir and writes everything; the others log to the console)."""
+    from nerfexp.runtime.distributed import launch_environment
+
+    if launch_environment().rank == 0:
+        return []
+    return ["hydra.output_subdir=null", "hydra/job_logging=stdout", "hydra.run.dir=."]

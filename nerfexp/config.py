@@ -165,6 +165,10 @@ def validate_config(cfg: DictConfig) -> None:
     batching = _get(cfg, "trainer.batching")
     if batching is not None and batching not in ("all_images", "single_image"):
         raise ConfigError(f"trainer.batching={batching!r}: must be all_images or single_image")
+    scope = _get(cfg, "trainer.batch_rays_scope")
+    if scope is not None and scope not in ("rank", "global"):
+        raise ConfigError(f"trainer.batch_rays_scope={scope!r}: must be rank (trainer.batch_rays per rank) or "
+                          "global (per step, split over the ranks)")
 
 
 def user_error_message(exc: BaseException) -> str | None:

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import imageio.v3 as iio
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from nerfexp.amp import amp_dtype
 from nerfexp.checkpoint import latest_checkpoint, load_checkpoint
@@ -20,8 +18,10 @@ from nerfexp.kernels import prepare_cpu_kernels
 from nerfexp.metrics import LPIPS, mask_iou, psnr, ssim
 from nerfexp.pipelines.base import Pipeline
 from nerfexp.pipelines.build import build_pipeline
-from nerfexp.pipelines.render_view import render_image
+from nerfexp.pipelines.render_view import render_sharded, render_views
 from nerfexp.runtime.allocator import keep_freed_memory
+from nerfexp.runtime.distributed import (SINGLE, World, close_world, device_for, gather_objects, init_world,
+                                         merge_shards)
 from nerfexp.runtime.seeding import resolve_device
 from nerfexp.viz.images import contact_sheet, depth_image, error_map, normal_image, panel, save_png
 
@@ -29,23 +29,24 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_split(pipeline: Pipeline, split: SceneSplit, background_mode: str, out_dir: Path, chunk: int,
-                   device: torch.device, max_views: int | None = None, lpips: LPIPS | None = None) -> dict:
+                   device: torch.device, max_views: int | None = None, lpips: LPIPS | None = None,
+                   world: World = SINGLE) -> dict | None:
     """Render every view of ``split`` and write ``out_dir/metrics.json``, ``pred/<name>.png`` and
     ``compare/<name>.png`` (ground truth | prediction | depth | error, and normals for SDF pipelines, also as
-    ``normals/<name>.png``). Returns the metrics dict."""
+    ``normals/<name>.png``). Returns the metrics dict. In a data-parallel run every rank renders its share of
+    the views; rank 0 scores and writes them all (the other ranks return None)."""
     pipeline.eval()
     background = eval_background(background_mode)
+    n = len(split) if max_views is None else min(max_views, len(split))
+    outs, work = render_sharded(pipeline, split, n, background, chunk, device, world, f"evaluate {out_dir.name}")
+    if outs is None:
+        return None
     lpips = lpips if lpips is not None else LPIPS()
     if not lpips.available:
         log.warning("LPIPS unavailable (%s); reported as null", lpips.reason)
-    n = len(split) if max_views is None else min(max_views, len(split))
     has_masks = bool((split.alphas < 0.5).any())  # object masks (blender alpha, dtu masks), not all-opaque photos
     per_view, tiles = [], []
-    render_s, rays0, points0 = 0.0, pipeline.rays_rendered, int(pipeline.points_queried)
-    for k in tqdm(range(n), desc=f"evaluate {out_dir.name}", leave=False):
-        t0 = time.perf_counter()
-        out = render_image(pipeline, split, k, background, chunk, device)
-        render_s += time.perf_counter() - t0
+    for k, out in enumerate(outs):
         gt = split.composited(k, background)
         name = split.names[k] if split.names else f"{k:04d}"
         per_view.append({"frame": name, "psnr": psnr(out["rgb"], gt), "ssim": ssim(out["rgb"], gt),
@@ -69,11 +70,11 @@ def evaluate_split(pipeline: Pipeline, split: SceneSplit, background_mode: str, 
     metrics = {"psnr": mean("psnr"), "ssim": mean("ssim"), "lpips": mean("lpips"), "n_views": n,
                "mask_iou": mean("mask_iou") if has_masks else None,
                "lpips_unavailable_reason": None if lpips.available else lpips.reason,
-               "render": render_throughput(pipeline.rays_rendered - rays0,
-                                           int(pipeline.points_queried) - points0, render_s, n),
+               "render": {**render_throughput(work["rays"], work["points"], work["seconds"], n),
+                          "ranks": world.size},
                "per_view": per_view}
     log.info("rendered %d %s views in %.1f s: %.2f s per view, %s rays/s, %.1f samples per ray", n, out_dir.name,
-             render_s, metrics["render"]["s_per_view"], f"{metrics['render']['rays_per_s']:,.0f}",
+             work["seconds"], metrics["render"]["s_per_view"], f"{metrics['render']['rays_per_s']:,.0f}",
              metrics["render"]["samples_per_ray"])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -91,17 +92,18 @@ def render_throughput(rays: int, points: int, seconds: float, views: int) -> dic
 
 
 def validation_views(pipeline: Pipeline, split: SceneSplit, background: torch.Tensor, chunk: int,
-                     device: torch.device, n_views: int) -> tuple[float, torch.Tensor]:
-    """Mean PSNR over the first ``n_views`` views of ``split`` (validation during training), and the panel
-    (ground truth | prediction | depth) of the first view, ``(H, 3W, 3)``."""
-    scores, image = [], None
-    for k in range(min(n_views, len(split))):
-        out = render_image(pipeline, split, k, background, chunk, device)
-        gt = split.composited(k, background)
-        scores.append(psnr(out["rgb"], gt))
-        if k == 0:
-            image = panel(gt, out["rgb"], depth_image(out, split.near, split.far))
-    return float(sum(scores) / max(len(scores), 1)), image
+                     device: torch.device, n_views: int, world: World = SINGLE) -> tuple[float, torch.Tensor | None]:
+    """Mean PSNR over the first ``n_views`` views of ``split`` (validation during training), the same on every
+    rank, and on rank 0 the panel (ground truth | prediction | depth) of the first view, ``(H, 3W, 3)``."""
+    n = min(n_views, len(split))
+    mine, _ = render_views(pipeline, split, world.shard(n), background, chunk, device, progress=False)
+    scores = [(k, psnr(out["rgb"], split.composited(k, background))) for k, out in mine]
+    image = None
+    if mine and mine[0][0] == 0:
+        out = mine[0][1]
+        image = panel(split.composited(0, background), out["rgb"], depth_image(out, split.near, split.far))
+    all_scores = merge_shards(gather_objects(scores, world))
+    return float(sum(all_scores) / max(len(all_scores), 1)), image
 
 
 def load_run_config(run_dir: Path) -> DictConfig:
@@ -112,7 +114,8 @@ def load_run_config(run_dir: Path) -> DictConfig:
     return upgrade_run_config(OmegaConf.load(path))
 
 
-def restore_run(cfg: DictConfig) -> tuple[Path, DictConfig, Pipeline, object, torch.device, dict]:
+def restore_run(cfg: DictConfig, world: World = SINGLE) -> tuple[Path, DictConfig, Pipeline, object, torch.device,
+                                                                  dict]:
     """Load ``cfg.run``'s config (with ``cfg.dataset`` overrides), dataset and checkpointed pipeline."""
     run_dir = Path(cfg.run).expanduser().resolve()
     run_cfg = load_run_config(run_dir)
@@ -121,7 +124,7 @@ def restore_run(cfg: DictConfig) -> tuple[Path, DictConfig, Pipeline, object, to
     ckpt_path = Path(cfg.checkpoint) if cfg.checkpoint else latest_checkpoint(run_dir / "checkpoints")
     if ckpt_path is None:
         raise FileNotFoundError(f"run={run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
-    device = resolve_device(cfg.device)
+    device = device_for(world, resolve_device(cfg.device))
     pipeline = build_pipeline(run_cfg).to(device)
     prepare_cpu_kernels(pipeline, device)
     pipeline.amp_dtype = amp_dtype(run_cfg.trainer.get("amp", "auto"), device)
@@ -151,14 +154,25 @@ def evaluate_run(cfg: DictConfig) -> dict:
         return compare_runs([Path(p) for p in cfg.compare], out_dir)
     if not cfg.run:
         raise FileNotFoundError("give run=<training run dir> (or compare=[<dir>,<dir>])")
-    run_dir, run_cfg, pipeline, dataset, device, checkpoint = restore_run(cfg)
+    world = init_world(resolve_device(cfg.device))
+    try:
+        return evaluate_in_world(cfg, world)
+    finally:
+        close_world(world)
+
+
+def evaluate_in_world(cfg: DictConfig, world: World) -> dict:
+    """:func:`evaluate_run` of one rank: under ``torchrun`` each renders its share of the views and video frames,
+    rank 0 gathers, scores and writes them (and extracts the mesh); the other ranks return ``{}``."""
+    run_dir, run_cfg, pipeline, dataset, device, checkpoint = restore_run(cfg, world)
     out_dir = run_dir / cfg.out_subdir
-    logger = run_logger(run_dir, run_cfg, checkpoint)
+    logger = run_logger(run_dir, run_cfg, checkpoint) if world.is_main else None
     result: dict = {}
     split = dataset.load(cfg.split)
     if cfg.metrics:
         metrics = evaluate_split(pipeline, split, run_cfg.dataset.background, out_dir, cfg.chunk, device,
-                                 cfg.max_views)
+                                 cfg.max_views, world=world)
+    if cfg.metrics and world.is_main:
         log.info("%s split, %d views: PSNR %.2f dB, SSIM %.4f, LPIPS %s", cfg.split, metrics["n_views"],
                  metrics["psnr"], metrics["ssim"], metrics["lpips"])
         result.update(metrics)
@@ -175,13 +189,14 @@ def evaluate_run(cfg: DictConfig) -> dict:
             raise FileNotFoundError(f"dataset {type(dataset).__name__} has no render path for video=true")
         poses = dataset.render_path(cfg.video_frames)
         frames = render_path_frames(pipeline, split, poses, eval_background(run_cfg.dataset.background), cfg.chunk,
-                                    device, cfg.video_scale)
+                                    device, cfg.video_scale, world)
+    if cfg.video and world.is_main:
         paths = write_video(frames, out_dir / "video", fps=cfg.video_fps)
         result["video"] = [str(p) for p in paths]
         log.info("video: %s (%d frames)", paths[0], len(frames))
         if logger is not None:
             logger.log_video("eval/render_path", paths[0], cfg.video_fps)
-    if cfg.mesh:
+    if cfg.mesh and world.is_main:
         from nerfexp.export.mesh import extract_mesh, mesh_bounds
 
         to_world = getattr(dataset, "to_world", None)

@@ -7,25 +7,24 @@ import imageio.v2 as iio2
 import imageio.v3 as iio
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from nerfexp.data.scene import SceneSplit
 from nerfexp.pipelines.base import Pipeline
+from nerfexp.pipelines.render_view import render_sharded
+from nerfexp.runtime.distributed import SINGLE, World
 from nerfexp.viz.images import depth_image, panel, to_uint8
 
 
 def render_path_frames(pipeline: Pipeline, template: SceneSplit, poses: torch.Tensor, background: torch.Tensor,
-                       chunk: int, device: torch.device, scale: float = 1.0) -> list[np.ndarray]:
-    """Render ``poses`` ``(N, 4, 4)`` with ``template``'s camera model; frames are uint8 colour | depth panels."""
-    from nerfexp.pipelines.render_view import render_image
-
+                       chunk: int, device: torch.device, scale: float = 1.0, world: World = SINGLE) \
+        -> list[np.ndarray] | None:
+    """Render ``poses`` ``(N, 4, 4)`` with ``template``'s camera model; frames are uint8 colour | depth panels.
+    In a data-parallel run each rank renders its share; rank 0 gets every frame, the others None."""
     path = template.with_poses(poses, scale)
-    frames = []
-    for k in tqdm(range(len(path)), desc="video", leave=False):
-        out = render_image(pipeline, path, k, background, chunk, device)
-        depth = depth_image(out, path.near, path.far)
-        frames.append(to_uint8(panel(out["rgb"], depth)))
-    return frames
+    outs, _ = render_sharded(pipeline, path, len(path), background, chunk, device, world, "video")
+    if outs is None:
+        return None
+    return [to_uint8(panel(out["rgb"], depth_image(out, path.near, path.far))) for out in outs]
 
 
 def write_video(frames: list[np.ndarray], out_dir: Path, name: str = "render_path", fps: int = 24) -> list[Path]:

@@ -61,10 +61,12 @@ class Pipeline(nn.Module):
         """Std of the noise a density field adds to its raw output in training (``renderer.density_noise_std``)."""
         return self.renderer.density_noise_std if training else 0.0
 
-    def update_state(self, step: int) -> None:
-        """Per-training-step upkeep: the sampler's state (an occupancy grid) and the renderer's schedules."""
-        self.sampler.update(step, self.geometry_fn())
+    def update_state(self, step: int) -> bool:
+        """Per-training-step upkeep: the sampler's state (an occupancy grid) and the renderer's schedules (a
+        function of the step alone). Returns whether the sampler's state changed."""
+        changed = self.sampler.update(step, self.geometry_fn())
         self.renderer.update(step)
+        return bool(changed)
 
     def state(self) -> dict[str, float]:
         """Sampler and renderer numbers worth a curve (samples per ray, occupancy, NeuS sharpness)."""

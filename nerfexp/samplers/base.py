@@ -96,8 +96,9 @@ class Sampler(Protocol):
         """Samples for the next pass of ``R`` rays (``previous``: the pass before, None for the first)."""
         ...
 
-    def update(self, step: int, geometry_fn: GeometryFn) -> None:
-        """Per-training-step upkeep of the sampler's state (nothing for stateless samplers)."""
+    def update(self, step: int, geometry_fn: GeometryFn) -> bool:
+        """Per-training-step upkeep of the sampler's state (nothing for stateless samplers). Returns whether the
+        state changed (the ranks of a data-parallel run then all take rank 0's)."""
         ...
 
     def state(self) -> dict[str, float]:
@@ -112,8 +113,8 @@ class StatelessSampler:
     n_passes: int = 1
     last_samples_per_ray: float = 0.0
 
-    def update(self, step: int, geometry_fn: GeometryFn) -> None:
-        return None
+    def update(self, step: int, geometry_fn: GeometryFn) -> bool:
+        return False
 
     def state(self) -> dict[str, float]:
         return {"samples_per_ray": self.last_samples_per_ray}

@@ -93,10 +93,10 @@ class OccupancySampler(nn.Module):
         return g / r * (2 * self.bound) - self.bound
 
     @torch.no_grad()
-    def update(self, step: int, geometry_fn: GeometryFn, chunk: int = 65536) -> None:
-        """Refresh the grid every ``update_every`` steps (call once per training step)."""
+    def update(self, step: int, geometry_fn: GeometryFn, chunk: int = 65536) -> bool:
+        """Refresh the grid every ``update_every`` steps (call once per training step); True when it did."""
         if step % self.update_every:
-            return
+            return False
         n = self.resolution ** 3
         if step < self.warmup_steps:
             idx = torch.arange(n, device=self.density.device)
@@ -115,6 +115,7 @@ class OccupancySampler(nn.Module):
         self.density.copy_(decayed)
         threshold = min(-math.log1p(-self.occ_threshold) / self.step_size, float(self.density.mean()))
         self.occupied.copy_(self.density > threshold)
+        return True
 
     def occupancy_fraction(self) -> float:
         return float(self.occupied.float().mean())
