@@ -191,3 +191,21 @@ def test_torchrun_writes_one_run_and_resumes_across_world_sizes(demo_cache, tmp_
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps)  # one history, no step logged twice by two ranks
     assert len([p for p in tmp_path.glob("outputs/*/*") if (p / "config.yaml").exists()]) == 1
+
+
+def test_slurm_recipe_of_the_docs_composes():
+    """The multi-node command of docs/distributed.md composes: submitit's Slurm launcher with its task layout."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="hydra-submitit-launcher is not installed")
+    from hydra import compose, initialize_config_dir
+
+    text = (REPO / "docs" / "distributed.md").read_text()
+    command = text[text.index("python train.py -m hydra/launcher=submitit_slurm"):]
+    command = command[:command.index("```")].split("#")[0]
+    tokens = [t for t in command.replace("\\\n", " ").split() if t not in ("python", "train.py", "-m")]
+    overrides = [t.replace("<partition>", "gpu").replace("seed=0,1,2", "seed=0") for t in tokens]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    assert cfg.device == "cuda" and cfg.trainer.batch_rays_scope == "rank"

@@ -93,7 +93,9 @@ def test_tables_and_plots_are_written(sweep):
         table = list(csv.DictReader(fh))
     assert [r["job"] for r in table] == ["0", "2", "10"] and float(table[1]["final_val_psnr"]) == 20.5
     md = (out / "summary.md").read_text().splitlines()
-    assert len(md) == 2 + 3 + 2 and md[0].startswith("| job | swept | final_val_psnr |")
+    # table, then what cannot be shown (one seed per configuration: no interval), then the selection note
+    assert len(md) == 2 + 3 + 1 + 3 + 1 and md[0].startswith("| job | swept | final_val_psnr |")
+    assert md[6] == "## Not shown" and "`seed=0,1,2`" in md[7]
     assert md[-1].startswith("Selection:") and "test_psnr` is rendered once" in md[-1]  # which metric chose
     assert md[2].startswith("| 0 | optim.lr=1e-3 | 26.00 |")
     for name in ("psnr_vs_step.png", "psnr_vs_time.png", "gap.png"):
@@ -121,3 +123,77 @@ def test_wandb_flag_logs_the_table_offline(sweep, monkeypatch):
     assert logged["report/summary"]["_type"] == "table-file" and logged["report/summary"]["nrows"] == 3
     assert logged["report/gap"]["_type"] == "image-file"
     assert run.config["swept_keys"] == ["optim.lr"]
+
+
+# seed x lr study: final validation PSNR of each job (seed -> value), per learning rate
+STUDY = {"1e-3": {0: 25.0, 1: 26.0, 2: 27.0}, "3e-3": {0: 24.0, 1: 24.8, 2: 26.2}, "1e-2": {0: 25.5, 1: 25.5, 2: 26.4}}
+
+
+@pytest.fixture
+def seed_sweep(tmp_path):
+    sweep_dir = tmp_path / "multirun" / "13-00-00"
+    num = 0
+    for lr, by_seed in STUDY.items():
+        for seed, final in by_seed.items():
+            job = sweep_dir / str(num)
+            (job / ".hydra").mkdir(parents=True)
+            (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}", f"optim.lr={lr}"]))
+            lines = [{"step": 50, "train_psnr": final + 1.0, "time_s": 5.0}, {"step": 50, "val_psnr": final - 3.0,
+                                                                               "time_s": 5.0},
+                     {"step": 100, "train_psnr": final + 1.0, "time_s": 10.0 + seed},
+                     {"step": 100, "val_psnr": final, "time_s": 10.0 + seed}]
+            (job / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+            num += 1
+    return sweep_dir
+
+
+def test_seeds_are_pooled_per_configuration_with_t_intervals_and_paired_differences(seed_sweep):
+    from nerfexp.studies.seeds import t_halfwidth
+
+    # Student-t: n=3, sd=1 -> t(0.975, 2) = 4.3027 over sqrt(3)
+    assert t_halfwidth([1.0, 2.0, 3.0]) == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-5)
+    make_report(seed_sweep, levels=(26.0,))
+    with open(seed_sweep / "report" / "by_config.csv", newline="") as fh:
+        rows = {r["optim.lr"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == set(STUDY) and "seed" not in next(iter(rows.values()))
+    best = rows["1e-3"]
+    assert best["best"] == "True" and best["n_seeds"] == "3" and best["seeds"] == "0 1 2"
+    assert float(best["val_psnr_mean"]) == pytest.approx(26.0)
+    assert float(best["val_psnr_std"]) == pytest.approx(1.0)
+    assert float(best["val_psnr_ci95"]) == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-5)
+    assert float(best["train_val_gap_mean"]) == pytest.approx(1.0)
+    # seconds to 26 dB: seeds 1 (26 dB, at 10 + 1 s) and 2 (27 dB, at 12 s) reached it; seed 0 (25 dB) did not
+    assert float(best["seconds_to_26dB_mean"]) == pytest.approx(11.5) and best["seconds_to_26dB_reached"] == "2/3"
+    # 3e-3 - 1e-3 per seed: -1.0, -1.2, -0.8: mean -1, sd 0.2, interval excludes 0
+    worse = rows["3e-3"]
+    assert float(worse["diff_vs_best_mean"]) == pytest.approx(-1.0)
+    half = 4.302653 * 0.2 / 3 ** 0.5
+    assert float(worse["diff_vs_best_ci95_low"]) == pytest.approx(-1.0 - half, rel=1e-4)
+    assert float(worse["diff_vs_best_ci95_high"]) == pytest.approx(-1.0 + half, rel=1e-4)
+    assert worse["differs_from_best"] == "True"
+    # 1e-2 - 1e-3 per seed: +0.5, -0.5, -0.6: an interval around 0, not a real difference
+    assert rows["1e-2"]["differs_from_best"] == "False"
+    md = (seed_sweep / "report" / "by_config.md").read_text()
+    assert "not distinguishable" in md and "(best)" in md
+    band = iio.imread(seed_sweep / "report" / "psnr_vs_step_by_config.png")
+    assert band.shape[0] > 300 and band[..., :3].std() > 5
+
+
+def test_a_sweep_without_validation_curves_draws_no_empty_plot(tmp_path):
+    """Jobs with only the final validation: no validation-curve plot; training PSNR instead, labelled so."""
+    sweep_dir = tmp_path / "multirun" / "14-00-00"
+    for num, lr in enumerate(("1e-3", "3e-3")):
+        job = sweep_dir / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"optim.lr={lr}", "trainer.max_steps=60"]))
+        lines = [{"step": s, "train_psnr": 10.0 + s / 10 + num, "time_s": s / 10} for s in (20, 40, 60)]
+        lines.append({"step": 60, "val_psnr": 14.0 + num, "time_s": 6.0})
+        (job / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    make_report(sweep_dir)
+    out = sweep_dir / "report"
+    assert not (out / "psnr_vs_step.png").exists() and not (out / "psnr_vs_time.png").exists()
+    assert not (out / "psnr_vs_step_by_config.png").exists()
+    image = iio.imread(out / "train_psnr_vs_step.png")
+    assert image[..., :3].std() > 5
+    md = (out / "summary.md").read_text()
+    assert "`trainer.val_every`" in md and "train_psnr_vs_step.png" in md

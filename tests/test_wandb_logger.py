@@ -47,7 +47,8 @@ def test_two_runs_in_one_process_are_separate_and_complete(tmp_path):
         ids.append(run.run_id)
         assert run.path.is_relative_to(run_dir / "wandb")
         assert run.group == "10-00-00" and run.name == f"10-00-00-{k}"
-        assert run.tags == ["sampler.n_samples=16", "optim.lr=1e-3"]
+        assert run.tags[:2] == ["sampler.n_samples=16", "optim.lr=1e-3"]
+        assert len(run.tags) == 3 and run.tags[2].startswith("config:")  # the seed-less configuration
         assert run.config["sampler"] == {"n_samples": 16 + k} and run.exit_code == 0
         history = read_history(run_dir)
         assert [r["_step"] for r in history] == [10, 20]
@@ -88,6 +89,17 @@ def test_single_runs_are_named_after_their_dir_and_tags_fit_wandb(tmp_path):
                                      ["base", "y=1"])
     assert name == "10-00-00" and group is None
     assert tags == ["base", "y=1", "x=" + "9" * 62]
+
+
+def test_jobs_differing_only_in_seed_share_a_configuration_tag(tmp_path):
+    def tags(overrides):
+        return run_identity(tmp_path, {"sweep_dir": str(tmp_path / "12-00-00"), "num": 0, "overrides": overrides},
+                            None, None, None)[2]
+
+    config = [t for t in tags(["seed=0", "optim.lr=1e-3"]) if t.startswith("config:")]
+    assert len(config) == 1
+    assert config[0] in tags(["optim.lr=1e-3", "seed=2"])  # another seed, same configuration
+    assert config[0] not in tags(["seed=0", "optim.lr=3e-3"])
 
 
 def test_records_longer_than_a_block_are_reassembled(tmp_path):

@@ -3,6 +3,7 @@ with ``wandb sync <run dir>/wandb/offline-run-*``; :mod:`nerfexp.loggers.wandb_o
 ``wandb`` is imported only when this logger is used."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -43,20 +44,28 @@ def run_identity(run_dir: Path, job: dict | None, name: str | None, group: str |
     """Name, group and tags of the W&B run of a training run.
 
     A multirun job (``job`` has ``sweep_dir`` and ``num``) is grouped by the sweep dir's name, named
-    ``<sweep dir name>-<job num>`` and tagged with its overrides (cut to W&B's 64 characters); explicit
-    ``name``/``group`` win, explicit ``tags`` come first.
+    ``<sweep dir name>-<job num>`` and tagged with its overrides (cut to W&B's 64 characters) and with
+    ``config:<id>``, the same for jobs that differ only in ``seed`` (dashboards group by it to average seeds);
+    explicit ``name``/``group`` win, explicit ``tags`` come first.
     """
     job = dict(job or {})
     sweep = Path(job["sweep_dir"]).name if job.get("sweep_dir") else None
     group = group or sweep
     if not name:
         name = f"{sweep}-{job['num']}" if sweep and job.get("num") is not None else Path(run_dir).name
+    overrides = [str(o) for o in job.get("overrides", [])]
     all_tags: list[str] = []
-    for tag in [*(tags or []), *(str(o) for o in job.get("overrides", []))]:
+    for tag in [*(tags or []), *overrides, *([config_tag(overrides)] if sweep else [])]:
         tag = str(tag)[:MAX_TAG_LEN]
         if tag and tag not in all_tags:
             all_tags.append(tag)
     return name, group, all_tags
+
+
+def config_tag(overrides: list[str]) -> str:
+    """``config:<10 hex digits>`` of a job's overrides without ``seed``: one tag per configuration of a sweep."""
+    kept = sorted(o for o in overrides if o.partition("=")[0].lstrip("+~") != "seed")
+    return "config:" + hashlib.sha1("\n".join(kept).encode()).hexdigest()[:10]
 
 
 def ply_to_obj(ply_path: Path, obj_path: Path) -> Path:

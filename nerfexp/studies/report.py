@@ -4,8 +4,11 @@
 
 Writes ``<multirun dir>/report/``: ``summary.csv`` and ``summary.md`` (one row per job: overrides (the markdown
 keeps only the swept ones), final/best val PSNR, train PSNR, train-val gap, steps and seconds to reach PSNR levels,
-rays/s, test metrics),
-``psnr_vs_step.png``, ``psnr_vs_time.png`` and ``gap.png`` (train vs val PSNR per job, ordered by the swept values).
+rays/s, test metrics; and what could not be shown, with the key to set),
+``psnr_vs_step.png``, ``psnr_vs_time.png`` and ``gap.png`` (train vs val PSNR per job, ordered by the swept values;
+a plot without data is not drawn), ``by_config.csv``/``by_config.md`` (jobs that differ only in ``seed`` pooled:
+mean, std and 95% interval of validation PSNR, train-val gap and time to each level, and a paired comparison with
+the best configuration) and ``psnr_vs_step_by_config.png`` (mean over seeds with a band).
 ``--wandb`` also logs the table (a ``wandb.Table``) and the plots to one W&B run of job type ``report`` in the
 sweep's group; offline unless ``WANDB_MODE=online``, its files then go to ``<multirun dir>/report/wandb``.
 """
@@ -18,6 +21,8 @@ import math
 from pathlib import Path
 
 import yaml
+
+from nerfexp.studies.seeds import SEED_KEY, by_config, group_by_config
 
 DEFAULT_LEVELS = (20.0, 25.0, 30.0)
 SELECTION_NOTE = ("Selection: compare and choose on `final_val_psnr` / `best_val_psnr` (validation views, disjoint "
@@ -170,8 +175,37 @@ def job_order(rows: list[dict], keys: list[str]) -> list[int]:
     return sorted(range(len(rows)), key=lambda n: [_sort_key(override_value(rows[n], k)) for k in keys])
 
 
-def write_plots(sweep_dir: Path, rows: list[dict], out: Path) -> list[Path]:
-    """PSNR-vs-step, PSNR-vs-time (coloured by the swept values) and train-vs-val gap plots."""
+def job_records(sweep_dir: Path, rows: list[dict], y_key: str, x_key: str) -> list[list[dict]]:
+    """Per row, the job's records that have both ``y_key`` and ``x_key``."""
+    return [[r for r in read_jsonl(sweep_dir / row["job"] / "metrics.jsonl")
+             if r.get(y_key) is not None and r.get(x_key) is not None] for row in rows]
+
+
+def plot_curves(curves: list[list[dict]], x_key: str, y_key: str, labels: list[str], colours: dict, order: list[int],
+                ylabel: str, path: Path, title: str = "") -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k in order:
+        if curves[k]:
+            ax.plot([r[x_key] for r in curves[k]], [r[y_key] for r in curves[k]], "-o", ms=3, color=colours[k],
+                    label=labels[k])
+    ax.set_xlabel("step" if x_key == "step" else "training time [s]")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_plots(sweep_dir: Path, rows: list[dict], out: Path) -> tuple[list[Path], list[str]]:
+    """PSNR-vs-step and PSNR-vs-time (coloured by the swept values) and the train-vs-val gap; returns the plots and
+    notes on what could not be drawn. A plot without data is not drawn: with fewer than two validations per job
+    the curves are training PSNR, in files and labels that say so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,31 +216,34 @@ def write_plots(sweep_dir: Path, rows: list[dict], out: Path) -> list[Path]:
     order = job_order(rows, keys)
     cmap = matplotlib.colormaps["viridis"]
     colours = {k: cmap(n / max(len(rows) - 1, 1)) for n, k in enumerate(order)}
-    written = []
+    written, notes = [], []
     for x_key, name in (("step", "psnr_vs_step.png"), ("time_s", "psnr_vs_time.png")):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for k in order:
-            recs = [r for r in read_jsonl(sweep_dir / rows[k]["job"] / "metrics.jsonl")
-                    if r.get("val_psnr") is not None and r.get(x_key) is not None]
-            ax.plot([r[x_key] for r in recs], [r["val_psnr"] for r in recs], "-o", ms=3, color=colours[k],
-                    label=labels[k])
-        ax.set_xlabel("step" if x_key == "step" else "training time [s]")
-        ax.set_ylabel("validation PSNR [dB]")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
-        plt.close(fig)
-        written.append(out / name)
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * len(rows)), 4.5))
-    xs = list(range(len(order)))
-    nan = float("nan")
-    ax.plot(xs, [rows[k]["final_train_psnr"] if rows[k]["final_train_psnr"] is not None else nan for k in order],
-            "-o", label="train PSNR (last 3 logs)")
-    ax.plot(xs, [rows[k]["final_val_psnr"] if rows[k]["final_val_psnr"] is not None else nan for k in order],
-            "-s", label="val PSNR (last)")
-    ax.set_xticks(xs, [labels[k] for k in order], rotation=30 if len(rows) > 3 else 0, ha="right" if len(rows) > 3
-                  else "center", fontsize=7)
+        val = job_records(sweep_dir, rows, "val_psnr", x_key)
+        if any(len(c) >= 2 for c in val):
+            written.append(plot_curves(val, x_key, "val_psnr", labels, colours, order, "validation PSNR [dB]",
+                                       out / name))
+            continue
+        train = job_records(sweep_dir, rows, "train_psnr", x_key)
+        what = "step" if x_key == "step" else "training time"
+        notes.append(f"No validation PSNR curve over {what}: every job logged validation at most once (the final "
+                     "validation); set `trainer.val_every` below `trainer.max_steps` for curves."
+                     + (" Training PSNR (batches of training rays, not held-out views) is plotted instead in "
+                        f"`train_{name}`." if any(len(c) >= 2 for c in train) else
+                        " No training PSNR was logged either (`trainer.log_every`)."))
+        if any(len(c) >= 2 for c in train):
+            written.append(plot_curves(train, x_key, "train_psnr", labels, colours, order,
+                                       "training PSNR (batch) [dB]", out / f"train_{name}",
+                                       "training PSNR: no validation curve was logged (trainer.val_every)"))
+    have_gap = [k for k in order if rows[k]["final_train_psnr"] is not None and rows[k]["final_val_psnr"] is not None]
+    if not have_gap:
+        notes.append("No train-val gap plot: no job logged both training and validation PSNR.")
+        return written, notes
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * len(have_gap)), 4.5))
+    xs = list(range(len(have_gap)))
+    ax.plot(xs, [rows[k]["final_train_psnr"] for k in have_gap], "-o", label="train PSNR (last 3 logs)")
+    ax.plot(xs, [rows[k]["final_val_psnr"] for k in have_gap], "-s", label="val PSNR (last)")
+    ax.set_xticks(xs, [labels[k] for k in have_gap], rotation=30 if len(have_gap) > 3 else 0,
+                  ha="right" if len(have_gap) > 3 else "center", fontsize=7)
     ax.set_xlabel(", ".join(keys) or "job")
     ax.set_ylabel("PSNR [dB]")
     ax.set_title("train-val gap")
@@ -216,7 +253,95 @@ def write_plots(sweep_dir: Path, rows: list[dict], out: Path) -> list[Path]:
     fig.savefig(out / "gap.png", dpi=120)
     plt.close(fig)
     written.append(out / "gap.png")
-    return written
+    return written, notes
+
+
+def write_seed_plot(sweep_dir: Path, rows: list[dict], params: list[dict[str, str]], swept: list[str],
+                    path: Path) -> Path | None:
+    """Validation PSNR vs step per configuration: the mean over its seeds as a line, mean +- one standard
+    deviation as a band (at the steps every seed logged). None (no file) without two validations per job."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    groups = group_by_config(rows, params, swept)
+    curves = {}
+    for key, members in groups.items():
+        per_seed = [{r["step"]: r["val_psnr"] for r in job_records(sweep_dir, [row], "val_psnr", "step")[0]}
+                    for _, row in members]
+        steps = sorted(set.intersection(*(set(c) for c in per_seed))) if per_seed else []
+        if len(steps) >= 2:
+            curves[key] = (steps, np.array([[c[s] for s in steps] for c in per_seed]))
+    if not curves:
+        return None
+    cmap = matplotlib.colormaps["viridis"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for n, (key, (steps, values)) in enumerate(curves.items()):
+        colour = cmap(n / max(len(curves) - 1, 1))
+        label = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in key) or "all jobs"
+        mean = values.mean(0)
+        ax.plot(steps, mean, "-", color=colour, label=f"{label} (n={len(values)})")
+        if len(values) > 1:
+            std = values.std(0, ddof=1)
+            ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation PSNR [dB]")
+    ax.set_title("mean over seeds, band: +-1 standard deviation", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_by_config(configs: list[dict], out: Path) -> None:
+    """``by_config.csv`` (every column) and ``by_config.md`` (means +- 95% intervals and the paired comparison)."""
+    with open(out / "by_config.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, list(configs[0].keys()))
+        writer.writeheader()
+        writer.writerows(configs)
+    keys = [k for k in configs[0] if k not in ("n_seeds", "seeds") and not k.startswith(
+        ("val_psnr", "train_val_gap", "seconds_to_", "test_psnr", "best", "paired", "diff_vs", "differs"))]
+
+    def pm(row: dict, name: str) -> str:
+        mean, ci = row.get(f"{name}_mean"), row.get(f"{name}_ci95")
+        return "" if mean is None else f"{mean:.2f}" + ("" if ci is None else f" +- {ci:.2f}")
+
+    def interval(row: dict) -> str:
+        if row.get("best"):
+            return "(best)"
+        low, high = row.get("diff_vs_best_ci95_low"), row.get("diff_vs_best_ci95_high")
+        if low is None:
+            return "" if row.get("diff_vs_best_mean") is None else f"{row['diff_vs_best_mean']:+.2f} (one seed)"
+        verdict = "differs" if row["differs_from_best"] else "not distinguishable"
+        return f"{row['diff_vs_best_mean']:+.2f} [{low:+.2f}, {high:+.2f}] {verdict}"
+
+    head = [*keys, "n_seeds", "val PSNR (mean +- 95% CI)", "train-val gap", "vs best, paired by seed [95% CI]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join([*(str(r[k]) for k in keys), str(r["n_seeds"]), pm(r, "val_psnr"),
+                                 pm(r, "train_val_gap"), interval(r)]) + " |" for r in configs]
+    lines += ["", "Jobs that differ only in `seed` are one configuration. Intervals are Student-t 95% intervals of "
+              "the mean over seeds; the best configuration has the highest mean final validation PSNR, and each "
+              "other is compared with it on the seeds both ran (difference of means; \"differs\" when the "
+              "interval excludes 0). Test PSNR chose nothing."]
+    (out / "by_config.md").write_text("\n".join(lines) + "\n")
+
+
+def write_notes(out: Path, configs: list[dict], notes: list[str]) -> None:
+    """What the report could not show, and which key to set, in ``summary.md`` before the selection note."""
+    if all(c["n_seeds"] < 2 for c in configs):
+        notes = [*notes, f"One seed per configuration: no spread or interval can be given; sweep `{SEED_KEY}` "
+                         f"too (e.g. `{SEED_KEY}=0,1,2`) to tell differences from noise."]
+    if not notes:
+        return
+    path = out / "summary.md"
+    lines = path.read_text().splitlines()
+    at = len(lines) - 1 if lines and lines[-1].startswith("Selection:") else len(lines)
+    lines[at:at] = ["## Not shown", *(f"- {n}" for n in notes), ""]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def log_to_wandb(sweep_dir: Path, rows: list[dict], plots: list[Path], project: str = "nerfexp",
@@ -262,7 +387,14 @@ def make_report(sweep_dir: Path, levels: tuple[float, ...] = DEFAULT_LEVELS, wan
     rows = [summarize_job(j, levels) for j in jobs]
     out = sweep_dir / "report"
     write_tables(rows, out)
-    plots = write_plots(sweep_dir, rows, out)
+    plots, notes = write_plots(sweep_dir, rows, out)
+    params = [parse_overrides(r["overrides"]) for r in rows]
+    swept = swept_keys(rows)
+    configs = by_config(rows, params, swept, levels)
+    write_by_config(configs, out)
+    seed_plot = write_seed_plot(sweep_dir, rows, params, swept, out / "psnr_vs_step_by_config.png")
+    plots += [seed_plot] if seed_plot else []
+    write_notes(out, configs, notes)
     if wandb:
         log_to_wandb(sweep_dir, rows, plots)
     return rows
