@@ -69,18 +69,18 @@ def by_config(rows: list[dict], params: list[dict[str, str]], swept: Sequence[st
         row["n_seeds"] = len(members)
         row["seeds"] = " ".join(str(s) for s, _ in members)
 
-        def stats(name: str, value: Callable[[dict], float | None]) -> None:
+        def stats(name: str, value: Callable[[dict], float | None], count: bool = True) -> None:
             vals = [v for v in (value(r) for _, r in members) if v is not None]
             for stat, x in describe(vals).items():
                 row[f"{name}_{stat}"] = x
-            if len(vals) < len(members):
+            if count and len(vals) < len(members):  # e.g. a job that never validated
                 row[f"{name}_n"] = len(vals)
 
         stats("val_psnr", lambda r: r[metric])
         stats("train_val_gap", lambda r: r["train_val_gap"])
         for level in levels:
             col = f"seconds_to_{level:g}dB"
-            stats(col, lambda r, c=col: r.get(c))
+            stats(col, lambda r, c=col: r.get(c), count=False)
             row[f"{col}_reached"] = f"{sum(r.get(col) is not None for _, r in members)}/{len(members)}"
         stats("test_psnr", lambda r: r.get("test_psnr"))
         out.append(row)
