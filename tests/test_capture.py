@@ -146,3 +146,10 @@ def test_colmap_recovers_ferns_published_cameras(tmp_path):
     assert size["w"] <= 504 and size["h"] <= 378  # undistortion crops to pixels every view saw
     assert sum(len(split) for split in splits) == 20
     assert not list(tmp_path.glob(".fern.partial-*"))
+    # dataset=nerfstudio (transforms.json) and dataset=colmap (sparse/0) read the same cameras
+    from nerfexp.data.nerfstudio import ColmapDataset, NerfstudioDataset
+
+    via_json, via_model = NerfstudioDataset(out), ColmapDataset(out)
+    np.testing.assert_allclose(via_json.frames.c2w, via_model.frames.c2w, atol=1e-6)
+    assert [p.name for p in via_json.frames.paths] == [p.name for p in via_model.frames.paths]
+    assert len(via_model.load("test")) == 3 and via_model.near < via_model.far

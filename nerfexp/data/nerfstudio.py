@@ -1,0 +1,216 @@
+"""Loaders for own captures: ``transforms.json`` (nerfstudio and instant-ngp, ``dataset=nerfstudio``) and a COLMAP
+model with its images (``sparse/0`` + ``images/``, ``dataset=colmap``), both as ``python -m nerfexp.process`` writes
+them.
+
+Both give one list of posed pinhole frames; the scene is then normalised so the cameras and what they see (each
+camera's near/far depth range along its axis, from COLMAP's sparse points) fit the box ``[-bound, bound]^3``: centred
+on that content and scaled uniformly, with ``to_world`` (4x4) mapping back to the capture's frame (meshes, poses).
+Rays are sampled inside the box and, as photos have a background, the last sample takes the rest of the ray.
+Splits as for LLFF: test = every ``test_every``-th frame, ``n_val`` validation frames held out of the others.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nerfexp.cameras import Intrinsics, focal_from_fov
+from nerfexp.config import check_number
+from nerfexp.data.images import DatasetError, check_same_size, load_frames, require_root, source_names
+from nerfexp.data.render_paths import normalize, poses_avg, spiral_path
+from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
+from nerfexp.data.splits import holdout_splits
+
+SPLITS = ("train", "val", "test")
+DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+
+
+@dataclass
+class Frames:
+    """A capture's frames: image ``paths``, OpenGL ``c2w (N, 4, 4)``, one pinhole ``intrinsics`` and per-frame depth
+    ``bounds (N, 2)`` (None where unknown), in the capture's own frame and units."""
+
+    paths: list[Path]
+    c2w: np.ndarray
+    intrinsics: Intrinsics
+    bounds: np.ndarray | None
+
+
+def read_transforms_json(root: Path) -> Frames:
+    """``root/transforms.json``: shared or per-frame intrinsics (``fl_x``/``camera_angle_x``, ``cx``, ``cy``,
+    ``w``, ``h``), ``file_path`` relative to ``root``, ``transform_matrix`` (OpenGL), optional ``colmap_near_far``."""
+    path = root / "transforms.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file is missing (write one with python -m nerfexp.process)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: malformed JSON ({exc})") from None
+    frames = meta.get("frames") if isinstance(meta, dict) else None
+    if not frames or not isinstance(frames, list):
+        raise DatasetError(f"{path}: no 'frames' listed")
+    distorted = [k for k in DISTORTION_KEYS if any(float(f.get(k, meta.get(k, 0.0)) or 0.0) for f in frames)]
+    if distorted:
+        raise DatasetError(f"{path}: lens distortion ({', '.join(distorted)}) is not modelled by the ray generator; "
+                           "undistort the images first (python -m nerfexp.process writes pinhole images)")
+    paths, intrinsics = [], set()
+    for k, frame in enumerate(frames):
+        if not isinstance(frame, dict) or "file_path" not in frame or "transform_matrix" not in frame:
+            raise DatasetError(f"{path}: frames[{k}] needs 'file_path' and 'transform_matrix'")
+        p = (root / frame["file_path"]).resolve()
+        paths.append(p if p.suffix else p.with_suffix(".png"))
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DatasetError(f"{missing[0]}: image file listed in {path} is missing"
+                           + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    width, height = check_same_size(paths)
+    for frame in frames:
+        get = {**meta, **frame}.get
+        fx = get("fl_x") or (focal_from_fov(width, get("camera_angle_x")) if get("camera_angle_x") else None)
+        if fx is None:
+            raise DatasetError(f"{path}: neither 'fl_x' nor 'camera_angle_x' is given")
+        intrinsics.add((float(fx), float(get("fl_y") or fx), float(get("cx", width / 2)), float(get("cy", height / 2))))
+    if len(intrinsics) > 1:
+        raise DatasetError(f"{path}: the frames have {len(intrinsics)} different intrinsics; this loader takes one "
+                           "camera (capture with one device and zoom: single_camera=true)")
+    fx, fy, cx, cy = intrinsics.pop()
+    try:
+        c2w = np.array([f["transform_matrix"] for f in frames], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"{path}: 'transform_matrix' entries are not numbers ({exc})") from None
+    if c2w.shape[1:] not in ((4, 4), (3, 4)):
+        raise DatasetError(f"{path}: 'transform_matrix' must be 4x4, got {c2w.shape[1:]}")
+    if c2w.shape[1] == 3:
+        c2w = np.concatenate([c2w, np.tile([[[0.0, 0.0, 0.0, 1.0]]], (len(c2w), 1, 1))], axis=1)
+    bounds = (np.array([f["colmap_near_far"] for f in frames], dtype=np.float64)
+              if all("colmap_near_far" in f for f in frames) else None)
+    order = np.argsort([p.name for p in paths], kind="stable")  # splits by file name, as LLFF's
+    return Frames([paths[k] for k in order], c2w[order], Intrinsics(fx, fy, cx, cy, width, height),
+                  None if bounds is None else bounds[order])
+
+
+def read_colmap_model(root: Path) -> Frames:
+    """``root/sparse/0`` (or ``root/sparse``) with ``root/images``: a pinhole COLMAP model (undistorted)."""
+    from nerfexp.data.capture import import_pycolmap, model_cameras
+
+    pycolmap = import_pycolmap()
+    model_dir = next((d for d in (root / "sparse" / "0", root / "sparse") if (d / "cameras.bin").is_file()
+                      or (d / "cameras.txt").is_file()), None)
+    if model_dir is None:
+        raise DatasetError(f"{root / 'sparse' / '0'}: no COLMAP model (cameras/images/points3D .bin or .txt)")
+    cameras = model_cameras(pycolmap.Reconstruction(model_dir))
+    if not cameras:
+        raise DatasetError(f"{model_dir}: the model has no registered image")
+    paths = [root / "images" / name for name in cameras]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DatasetError(f"{missing[0]}: image of the COLMAP model in {model_dir} is missing")
+    first = next(iter(cameras.values()))
+    if any((c["fx"], c["fy"], c["cx"], c["cy"]) != (first["fx"], first["fy"], first["cx"], first["cy"])
+           for c in cameras.values()):
+        raise DatasetError(f"{model_dir}: several cameras; this loader takes one (single_camera=true)")
+    return Frames(paths, np.stack([c["c2w"] for c in cameras.values()]),
+                  Intrinsics(first["fx"], first["fy"], first["cx"], first["cy"], first["w"], first["h"]),
+                  np.stack([c["bounds"] for c in cameras.values()]))
+
+
+def normalising_transform(c2w: np.ndarray, bounds: np.ndarray | None, bound: float, margin: float = 0.9) \
+        -> np.ndarray:
+    """4x4 similarity (uniform scale + shift) taking the cameras and the content they see (the points at each
+    camera's near and far depth on its axis) into ``[-margin * bound, margin * bound]^3``, centred on the content."""
+    centres = c2w[:, :3, 3]
+    forward = -c2w[:, :3, 2]
+    if bounds is not None:
+        content = np.concatenate([centres + forward * bounds[:, :1], centres + forward * bounds[:, 1:]])
+        centre = 0.5 * (centres + forward * bounds.mean(1, keepdims=True)).mean(0) + 0.5 * content.mean(0)
+        extent = np.abs(np.concatenate([centres, content]) - centre).max()
+    else:
+        centre = centres.mean(0)
+        extent = np.abs(centres - centre).max() * 2.0
+    scale = margin * bound / max(float(extent), 1e-9)
+    transform = np.eye(4)
+    transform[:3, :3] *= scale
+    transform[:3, 3] = -scale * centre
+    return transform
+
+
+class NerfstudioDataset:
+    """A ``transforms.json`` capture (``dataset=nerfstudio``); :class:`ColmapDataset` reads a COLMAP model instead.
+
+    Args:
+        root: the capture folder.
+        downscale: integer area-averaging factor.
+        near, far: ray range in normalised units; null = from the frames' depth bounds (``colmap_near_far``), else
+            0 to the box's diagonal.
+        test_every: test = every ``test_every``-th frame by file name (0, 8, 16...); ``n_val`` validation frames
+            are held out of the others.
+        bound: the box the scene is normalised into.
+    """
+
+    example = "my_capture (python -m nerfexp.process output=...)"
+
+    def __init__(self, root: str | Path, downscale: int = 1, background: str = "white", near: float | None = None,
+                 far: float | None = None, test_every: int = 8, n_val: int = 2, bound: float = 1.0):
+        self.root = Path(root).expanduser()
+        check_near_far(near, far)
+        check_number("downscale", downscale, int, low=1)
+        check_number("test_every", test_every, int, low=2)
+        check_number("bound", bound, float, low=0, low_open=True)
+        if background not in BACKGROUNDS:
+            raise ValueError(f"dataset.background={background!r} is not one of {BACKGROUNDS}")
+        self.downscale, self.background, self.bound = int(downscale), background, float(bound)
+        self.test_every, self.n_val = int(test_every), n_val
+        require_root(self.root, self.example)
+        frames = self.read_frames()
+        self.to_world = np.linalg.inv(normalising_transform(frames.c2w, frames.bounds, self.bound))
+        to_scene = np.linalg.inv(self.to_world)
+        scale = float(to_scene[0, 0])
+        c2w = to_scene @ frames.c2w
+        c2w[:, :3, :3] /= scale  # keep the rotations orthonormal
+        self.frames = Frames(frames.paths, c2w, frames.intrinsics,
+                             None if frames.bounds is None else frames.bounds * scale)
+        if near is None or far is None:
+            if self.frames.bounds is not None:
+                auto_near, auto_far = 0.9 * float(self.frames.bounds[:, 0].min()), float(self.frames.bounds[:, 1].max())
+            else:
+                auto_near, auto_far = 0.0, 2.0 * 3 ** 0.5 * self.bound
+        self.near = float(near) if near is not None else auto_near
+        self.far = float(far) if far is not None else max(auto_far, self.near + 1e-3)
+        test = np.arange(0, len(frames.paths), self.test_every)
+        self.splits = holdout_splits(len(frames.paths), test, n_val)
+
+    def read_frames(self) -> Frames:
+        return read_transforms_json(self.root)
+
+    def load(self, split: str) -> SceneSplit:
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r} must be one of {SPLITS}")
+        idx = self.splits[split]
+        paths = [self.frames.paths[k] for k in idx]
+        colors, alphas = load_frames(paths, self.downscale)
+        return SceneSplit(torch.from_numpy(colors), torch.from_numpy(alphas),
+                          torch.from_numpy(self.frames.c2w[idx].astype(np.float32)),
+                          self.frames.intrinsics.scaled(self.downscale), self.near, self.far,
+                          names=[p.name for p in paths], bounding_box=self.bound, unbounded=True,
+                          sources=source_names(paths, self.root))
+
+    def render_path(self, n_frames: int = 120) -> torch.Tensor:
+        """``(n_frames, 4, 4)`` c2w: a spiral within the cameras' span (captures see one side only, not an orbit)."""
+        c2w = self.frames.c2w
+        avg = poses_avg(c2w)
+        up = normalize(c2w[:, :3, 1].sum(0))
+        focus = float(self.frames.bounds.mean()) if self.frames.bounds is not None else self.bound
+        radii = np.percentile(np.abs((c2w[:, :3, 3] - avg[:3, 3]) @ avg[:3, :3]), 90, axis=0)
+        poses = spiral_path(avg, up, radii, focus, n_frames)
+        return torch.from_numpy(np.asarray(poses, dtype=np.float32))
+
+
+class ColmapDataset(NerfstudioDataset):
+    """A COLMAP model (``sparse/0``) and its ``images/`` (``dataset=colmap``), normalised as
+    :class:`NerfstudioDataset`."""
+
+    def read_frames(self) -> Frames:
+        return read_colmap_model(self.root)

@@ -1,0 +1,81 @@
+"""dataset=nerfstudio and dataset=colmap: a scene written as transforms.json reads back as the same cameras, inside
+the box, with disjoint splits; what the ray generator cannot model stops with one line."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nerfexp.data.capture import write_transforms
+from nerfexp.data.demo import DemoSceneSpec, focal_length
+from nerfexp.data.images import DatasetError
+from nerfexp.data.nerfstudio import NerfstudioDataset
+from nerfexp.data.writers import surface_depth_bounds, surrounding_poses, write_llff_scene
+
+SPEC = DemoSceneSpec(resolution=24, supersample=1)
+N = 17
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    """The demo scene from N surrounding cameras, as python -m nerfexp.process writes a capture."""
+    root = tmp_path_factory.mktemp("capture")
+    c2ws = surrounding_poses(SPEC, N)
+    write_llff_scene(root, SPEC, c2ws=c2ws)
+    bounds = surface_depth_bounds(SPEC, c2ws)
+    f = focal_length(SPEC)
+    cams = {f"image{k:03d}.png": {"c2w": c2ws[k], "fx": f, "fy": f, "cx": 12.0, "cy": 12.0, "w": 24, "h": 24,
+                                  "bounds": bounds[k]} for k in range(N)}
+    write_transforms(cams, root / "transforms.json")
+    return root, c2ws, bounds
+
+
+def test_cameras_read_back_normalised_into_the_box(capture):
+    root, c2ws, bounds = capture
+    data = NerfstudioDataset(root, bound=1.5)
+    back = data.to_world @ data.frames.c2w  # normalised -> the capture's frame
+    back[:, :3, :3] /= data.to_world[0, 0]
+    np.testing.assert_allclose(back, c2ws, atol=1e-9)
+    centres = data.frames.c2w[:, :3, 3]
+    assert np.abs(centres).max() <= 0.9 * 1.5 + 1e-9  # cameras inside the box
+    content = centres - data.frames.c2w[:, :3, 2] * data.frames.bounds[:, 1:]
+    assert np.abs(content).max() <= 0.9 * 1.5 + 1e-9  # and the far end of what each one sees
+    scale = 1.0 / data.to_world[0, 0]
+    assert data.near == pytest.approx(0.9 * bounds[:, 0].min() * scale)
+    assert data.far == pytest.approx(bounds[:, 1].max() * scale)
+
+
+def test_splits_are_disjoint_and_rays_leave_through_the_image_centre_along_minus_z(capture):
+    root, _, _ = capture
+    data = NerfstudioDataset(root)
+    splits = {name: data.load(name) for name in ("train", "val", "test")}
+    names = {name: set(s.names) for name, s in splits.items()}
+    assert names["test"] == {f"image{k:03d}.png" for k in range(0, N, 8)}
+    assert not names["train"] & names["val"] and not names["train"] & names["test"] and not names["val"] & names["test"]
+    assert sum(len(s) for s in splits.values()) == N and len(names["val"]) == 2
+    train = splits["train"]
+    img = torch.zeros(1, dtype=torch.long)
+    rays = train.pixel_rays(img, torch.tensor([12]), torch.tensor([12]))  # pixel (12, 12): centre at 12.5
+    forward = -train.c2w[0, :3, 2]
+    cos = torch.nn.functional.cosine_similarity(rays.directions[0], forward, dim=0)
+    assert float(cos) > 0.999
+    assert train.unbounded and train.bounding_box == 1.0
+
+
+def test_what_rays_cannot_model_stops_with_one_line(capture, tmp_path):
+    root, _, _ = capture
+    meta = json.loads((root / "transforms.json").read_text())
+    (tmp_path / "images").symlink_to(root / "images")
+    (tmp_path / "transforms.json").write_text(json.dumps({**meta, "k1": 0.05}))
+    with pytest.raises(DatasetError, match=r"lens distortion \(k1\).*undistort"):
+        NerfstudioDataset(tmp_path)
+    frames = [dict(f, fl_x=30.0 + k) for k, f in enumerate(meta["frames"])]
+    (tmp_path / "transforms.json").write_text(json.dumps({**meta, "frames": frames}))
+    with pytest.raises(DatasetError, match="17 different intrinsics"):
+        NerfstudioDataset(tmp_path)
+    (tmp_path / "transforms.json").write_text(json.dumps({**meta, "frames": meta["frames"] + [
+        {"file_path": "images/nope.png", "transform_matrix": np.eye(4).tolist()}]}))
+    with pytest.raises(DatasetError, match="nope.png: image file listed in .*transforms.json is missing"):
+        NerfstudioDataset(tmp_path)
