@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -159,9 +160,9 @@ def test_batch_scope_and_launch_environment():
     assert merge_shards([[(0, "a"), (2, "c")], [(1, "b")]]) == ["a", "b", "c"]
 
 
-def torchrun(args: list[str], cwd: Path, nproc: int) -> subprocess.CompletedProcess:
+def torchrun(args: list[str], cwd: Path, nproc: int, script: str = "train.py") -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(REPO / "train.py"), *args] if nproc > 1 else [sys.executable, str(REPO / "train.py"), *args]
+           str(REPO / script), *args] if nproc > 1 else [sys.executable, str(REPO / script), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-12000:]
@@ -191,6 +192,20 @@ def test_torchrun_writes_one_run_and_resumes_across_world_sizes(demo_cache, tmp_
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps)  # one history, no step logged twice by two ranks
     assert len([p for p in tmp_path.glob("outputs/*/*") if (p / "config.yaml").exists()]) == 1
+
+    # evaluate.py on 2 ranks: the views and the video frames shared out, gathered and written once by rank 0
+    torchrun([f"run={run}", "out_subdir=eval2", "video=true", "video_frames=5", "device=cpu"], tmp_path, nproc=2,
+             script="evaluate.py")
+    metrics2 = json.loads((run / "eval2" / "metrics.json").read_text())
+    assert metrics2["render"]["ranks"] == 2 and [v["frame"] for v in metrics2["per_view"]] == [
+        v["frame"] for v in metrics["per_view"]]
+    torchrun([f"run={run}", "out_subdir=eval1", "video=true", "video_frames=5", "device=cpu"], tmp_path, nproc=1,
+             script="evaluate.py")
+    import imageio.v3 as iio
+
+    two, one = (iio.imread(run / sub / "video" / "render_path.gif").astype(float) for sub in ("eval2", "eval1"))
+    assert two.shape == one.shape and len(two) == 5
+    assert np.abs(two - one).mean() < 0.5  # the same frames in the same order as one process renders them
 
 
 def test_slurm_recipe_of_the_docs_composes():
