@@ -153,3 +153,26 @@ def test_colmap_recovers_ferns_published_cameras(tmp_path):
     np.testing.assert_allclose(via_json.frames.c2w, via_model.frames.c2w, atol=1e-6)
     assert [p.name for p in via_json.frames.paths] == [p.name for p in via_model.frames.paths]
     assert len(via_model.load("test")) == 3 and via_model.near < via_model.far
+
+
+@requires_shared("nerf_llff_data/fern")
+def test_a_walkthrough_video_becomes_a_dataset(tmp_path):
+    """fern's photos as a video, each followed by a blurred copy: the sharp frames are kept, sequential matching
+    registers them, and the dataset's cameras agree with the published ones."""
+    pytest.importorskip("pycolmap", reason="pycolmap is not installed")
+    import imageio.v2 as iio2
+
+    fern = SHARED_DATA / "nerf_llff_data" / "fern"
+    frames = []
+    for path in sorted((fern / "images_8").glob("*.png")):
+        image = np.asarray(Image.open(path).convert("RGB"))[:376]  # even height for H.264
+        frames += [image, blurred(image, 3)]
+    iio2.mimwrite(tmp_path / "fern.mp4", frames, fps=10, macro_block_size=1, quality=9)
+    result = process_capture(tmp_path / "fern.mp4", tmp_path / "out", num_frames=20, max_size=None)
+    assert result.total == 20 and result.registered >= 18, result.line()
+    solved, _, _ = read_poses_bounds(tmp_path / "out" / "poses_bounds.npy")
+    names = sorted(p.name for p in (tmp_path / "out" / "images").iterdir())
+    known, _, _ = read_poses_bounds(fern / "poses_bounds.npy")
+    known = known[[int(n.split("_")[1].split(".")[0]) for n in names]]  # frame k of window k is photo k
+    errors = centre_errors(solved[:, :3, 3], known[:, :3, 3])
+    assert errors["median"] < 0.02, errors
