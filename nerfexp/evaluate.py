@@ -10,7 +10,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nerfexp.amp import amp_dtype
 from nerfexp.checkpoint import latest_checkpoint, load_checkpoint
 from nerfexp.compat import upgrade_run_config
 from nerfexp.data.scene import SceneSplit, eval_background
@@ -20,6 +19,7 @@ from nerfexp.pipelines.base import Pipeline
 from nerfexp.pipelines.build import build_pipeline
 from nerfexp.pipelines.render_view import render_sharded, render_views
 from nerfexp.runtime.allocator import keep_freed_memory
+from nerfexp.runtime.amp import amp_dtype
 from nerfexp.runtime.distributed import (SINGLE, World, close_world, device_for, gather_objects, init_world,
                                          merge_shards)
 from nerfexp.runtime.seeding import resolve_device

@@ -18,7 +18,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from nerfexp.amp import amp_dtype, autocast, grad_scaler
 from nerfexp.checkpoint import (find_resume_dir, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
                                 truncate_metrics)
 from nerfexp.compat import upgrade_run_config
@@ -35,6 +34,7 @@ from nerfexp.optim.schedule import lr_at
 from nerfexp.pipelines.base import Pipeline
 from nerfexp.pipelines.build import build_pipeline
 from nerfexp.runtime.allocator import keep_freed_memory
+from nerfexp.runtime.amp import amp_dtype, autocast, grad_scaler
 from nerfexp.runtime.distributed import (SINGLE, World, agree_max, average_gradients, barrier, broadcast_module,
                                          broadcast_object, close_world, device_for, gather_objects, init_world)
 from nerfexp.runtime.provenance import provenance

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import compose_train, tiny_overrides
-from nerfexp.amp import amp_dtype
+from nerfexp.runtime.amp import amp_dtype
 from nerfexp.config import ConfigError
 from nerfexp.train import Trainer
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from nerfexp.amp import autocast
 from nerfexp.cameras import RayBundle
 from nerfexp.fields.base import FieldOutputs
+from nerfexp.runtime.amp import autocast
 from nerfexp.samplers.base import GeometryFn, RaySamples, RenderedPass
 
 
