@@ -153,6 +153,12 @@ def test_colmap_recovers_ferns_published_cameras(tmp_path):
     np.testing.assert_allclose(via_json.frames.c2w, via_model.frames.c2w, atol=1e-6)
     assert [p.name for p in via_json.frames.paths] == [p.name for p in via_model.frames.paths]
     assert len(via_model.load("test")) == 3 and via_model.near < via_model.far
+    # in NDC, as dataset=llff trains on it: the same scene-frame cameras
+    from nerfexp.data.llff import LLFFDataset
+
+    ndc = ColmapDataset(out, ndc=True)
+    np.testing.assert_allclose(ndc.frames.c2w, LLFFDataset(out, factor=None).c2w, atol=1e-5)
+    assert ndc.load("val").ndc and (ndc.near, ndc.far) == (0.0, 1.0)
 
 
 @requires_shared("nerf_llff_data/fern")

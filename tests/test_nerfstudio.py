@@ -79,3 +79,26 @@ def test_what_rays_cannot_model_stops_with_one_line(capture, tmp_path):
         {"file_path": "images/nope.png", "transform_matrix": np.eye(4).tolist()}]}))
     with pytest.raises(DatasetError, match="nope.png: image file listed in .*transforms.json is missing"):
         NerfstudioDataset(tmp_path)
+
+
+@pytest.mark.parametrize("keys", [{"ndc": True}, {"ndc": False, "spherify": True}], ids=["ndc", "spherify"])
+def test_ndc_and_spherify_normalise_as_llff_does(capture, keys):
+    """The same capture as transforms.json (dataset=nerfstudio) and as poses_bounds.npy (dataset=llff): the same
+    scene-frame cameras and ray ranges."""
+    from nerfexp.data.capture import write_poses_bounds
+    from nerfexp.data.llff import LLFFDataset
+
+    root, c2ws, bounds = capture
+    f = focal_length(SPEC)
+    cams = {f"image{k:03d}.png": {"c2w": c2ws[k], "fx": f, "fy": f, "cx": 12.0, "cy": 12.0, "w": 24, "h": 24,
+                                  "bounds": bounds[k]} for k in range(N)}
+    write_poses_bounds(cams, root / "poses_bounds.npy")
+    ours = NerfstudioDataset(root, **keys)
+    llff = LLFFDataset(root, factor=None, llffhold=8, **keys)
+    np.testing.assert_allclose(ours.frames.c2w, llff.c2w, atol=1e-6)
+    assert (ours.near, ours.far) == pytest.approx((llff.near, llff.far))
+    test = ours.load("test")
+    assert test.ndc == keys["ndc"] and test.bounding_box is None
+    assert test.names == [f"image{k:03d}.png" for k in range(0, N, 8)]
+    with pytest.raises(ValueError, match="NDC cannot represent"):
+        NerfstudioDataset(root, ndc=True, spherify=True)

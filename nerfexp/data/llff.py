@@ -22,6 +22,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,41 @@ def spherify_poses(c2w: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.
     height = float(reset[:, :3, 3].mean(0)[2])
     radius = float(np.sqrt(max(1.0 - height ** 2, 0.0)))
     return reset, bounds * scale, transform, radius, height
+
+
+@dataclass
+class PosesInScene:
+    """Poses and depth bounds in the scene frame, ``world_to_scene`` (4x4 similarity, points), its ``scale``, and
+    the render circle ``(radius, height)`` of a spherified capture (zeros otherwise)."""
+
+    c2w: np.ndarray
+    bounds: np.ndarray
+    world_to_scene: np.ndarray
+    scale: float
+    circle: tuple[float, float]
+
+
+def normalise_poses(c2w: np.ndarray, bounds: np.ndarray, bd_factor: float | None, recenter: bool,
+                    spherify: bool) -> PosesInScene:
+    """NeRF's LLFF pose normalisation, in its order: scale so the nearest bound is at ``1 / bd_factor`` (null:
+    keep), express the poses in the frame of their average pose, and for 360 captures :func:`spherify_poses`."""
+    c2w, bounds = c2w.copy(), bounds.copy()
+    world_to_scene, scale, circle = np.eye(4), 1.0, (0.0, 0.0)
+    if bd_factor is not None:
+        scale = 1.0 / (bounds.min() * bd_factor)
+        c2w[:, :3, 3] *= scale
+        bounds = bounds * scale
+        world_to_scene = np.diag([scale, scale, scale, 1.0])
+    if recenter:
+        to_avg = np.linalg.inv(poses_avg(c2w))
+        c2w = to_avg @ c2w
+        world_to_scene = to_avg @ world_to_scene
+    if spherify:
+        c2w, bounds, transform, radius, height = spherify_poses(c2w, bounds)
+        world_to_scene = transform @ world_to_scene
+        scale *= float(np.cbrt(np.linalg.det(transform[:3, :3])))
+        circle = (radius, height)
+    return PosesInScene(c2w, bounds, world_to_scene, scale, circle)
 
 
 def minify(src: Path, dst: Path, factor: int, workers: int = 4) -> None:
@@ -195,23 +231,9 @@ class LLFFDataset:
         focal = float(file_focal * width / file_w)
         self.intrinsics = Intrinsics(focal, focal, width / 2.0, height / 2.0, width, height).scaled(self.downscale)
 
-        self.world_to_scene, self.scene_scale = np.eye(4), 1.0
-        if bd_factor is not None:
-            s = 1.0 / (bounds.min() * bd_factor)
-            c2w[:, :3, 3] *= s
-            bounds = bounds * s
-            self.world_to_scene = np.diag([s, s, s, 1.0])
-            self.scene_scale = s
-        if self.recenter:
-            to_avg = np.linalg.inv(poses_avg(c2w))
-            c2w = to_avg @ c2w
-            self.world_to_scene = to_avg @ self.world_to_scene
-        self.circle = (0.0, 0.0)
-        if self.spherify:
-            c2w, bounds, transform, radius, height_ = spherify_poses(c2w, bounds)
-            self.world_to_scene = transform @ self.world_to_scene
-            self.scene_scale *= float(np.cbrt(np.linalg.det(transform[:3, :3])))
-            self.circle = (radius, height_)
+        frame = normalise_poses(c2w, bounds, bd_factor, self.recenter, self.spherify)
+        self.world_to_scene, self.scene_scale, self.circle = frame.world_to_scene, frame.scale, frame.circle
+        c2w, bounds = frame.c2w, frame.bounds
         self.c2w, self.bounds = c2w, bounds
         self.depth_bounds = (float(bounds.min() * 0.9), float(bounds.max()))
         default_near, default_far = (0.0, 1.0) if self.ndc else self.depth_bounds

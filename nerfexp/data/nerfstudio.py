@@ -20,6 +20,7 @@ import torch
 from nerfexp.cameras import Intrinsics, focal_from_fov
 from nerfexp.config import check_number
 from nerfexp.data.images import DatasetError, check_same_size, load_frames, require_root, source_names
+from nerfexp.data.llff import normalise_poses
 from nerfexp.data.render_paths import normalize, poses_avg, spiral_path
 from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
 from nerfexp.data.splits import holdout_splits
@@ -148,32 +149,54 @@ class NerfstudioDataset:
         test_every: test = every ``test_every``-th frame by file name (0, 8, 16...); ``n_val`` validation frames
             are held out of the others.
         bound: the box the scene is normalised into.
+        ndc: forward-facing captures in NDC (rays t in [0, 1]), and ``spherify`` for 360 captures: the poses are
+            then normalised as LLFF's (``bd_factor``, recentring, :func:`nerfexp.data.llff.normalise_poses`)
+            instead of into the box; both need each frame's depth bounds (``colmap_near_far``).
     """
 
     example = "my_capture (python -m nerfexp.process output=...)"
 
     def __init__(self, root: str | Path, downscale: int = 1, background: str = "white", near: float | None = None,
-                 far: float | None = None, test_every: int = 8, n_val: int = 2, bound: float = 1.0):
+                 far: float | None = None, test_every: int = 8, n_val: int = 2, bound: float = 1.0,
+                 ndc: bool = False, spherify: bool = False, bd_factor: float | None = 0.75):
         self.root = Path(root).expanduser()
         check_near_far(near, far)
         check_number("downscale", downscale, int, low=1)
         check_number("test_every", test_every, int, low=2)
         check_number("bound", bound, float, low=0, low_open=True)
+        check_number("bd_factor", bd_factor, float, low=0, low_open=True, nullable=True)
         if background not in BACKGROUNDS:
             raise ValueError(f"dataset.background={background!r} is not one of {BACKGROUNDS}")
         self.downscale, self.background, self.bound = int(downscale), background, float(bound)
         self.test_every, self.n_val = int(test_every), n_val
+        if spherify and ndc:
+            raise ValueError("dataset.spherify=true is for 360 captures, which NDC cannot represent: "
+                             "set dataset.ndc=false")
+        if ndc and (near is not None or far is not None):
+            raise ValueError(f"dataset.near={near} / dataset.far={far}: with dataset.ndc=true rays span t in [0, 1] "
+                             "in NDC; leave them null, or set dataset.ndc=false")
+        self.ndc, self.spherify = bool(ndc), bool(spherify)
         require_root(self.root, self.example)
         frames = self.read_frames()
-        self.to_world = np.linalg.inv(normalising_transform(frames.c2w, frames.bounds, self.bound))
-        to_scene = np.linalg.inv(self.to_world)
-        scale = float(to_scene[0, 0])
-        c2w = to_scene @ frames.c2w
-        c2w[:, :3, :3] /= scale  # keep the rotations orthonormal
-        self.frames = Frames(frames.paths, c2w, frames.intrinsics,
-                             None if frames.bounds is None else frames.bounds * scale)
+        if (ndc or spherify) and frames.bounds is None:
+            raise DatasetError(f"{self.root}: dataset.ndc / dataset.spherify need each frame's depth bounds "
+                               "('colmap_near_far', written by python -m nerfexp.process); set both false")
+        if ndc or spherify:
+            posed = normalise_poses(frames.c2w, frames.bounds, bd_factor, True, self.spherify)
+            self.to_world = np.linalg.inv(posed.world_to_scene)
+            c2w, scaled_bounds = posed.c2w, posed.bounds
+        else:
+            self.to_world = np.linalg.inv(normalising_transform(frames.c2w, frames.bounds, self.bound))
+            to_scene = np.linalg.inv(self.to_world)
+            scale = float(to_scene[0, 0])
+            c2w = to_scene @ frames.c2w
+            c2w[:, :3, :3] /= scale  # keep the rotations orthonormal
+            scaled_bounds = None if frames.bounds is None else frames.bounds * scale
+        self.frames = Frames(frames.paths, c2w, frames.intrinsics, scaled_bounds)
         if near is None or far is None:
-            if self.frames.bounds is not None:
+            if self.ndc:
+                auto_near, auto_far = 0.0, 1.0
+            elif self.frames.bounds is not None:
                 auto_near, auto_far = 0.9 * float(self.frames.bounds[:, 0].min()), float(self.frames.bounds[:, 1].max())
             else:
                 auto_near, auto_far = 0.0, 2.0 * 3 ** 0.5 * self.bound
@@ -194,7 +217,8 @@ class NerfstudioDataset:
         return SceneSplit(torch.from_numpy(colors), torch.from_numpy(alphas),
                           torch.from_numpy(self.frames.c2w[idx].astype(np.float32)),
                           self.frames.intrinsics.scaled(self.downscale), self.near, self.far,
-                          names=[p.name for p in paths], bounding_box=self.bound, unbounded=True,
+                          names=[p.name for p in paths], ndc=self.ndc,
+                          bounding_box=None if (self.ndc or self.spherify) else self.bound, unbounded=True,
                           sources=source_names(paths, self.root))
 
     def render_path(self, n_frames: int = 120) -> torch.Tensor:
