@@ -101,6 +101,17 @@ def spherify_poses(c2w: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.
     return reset, bounds * scale, transform, radius, height
 
 
+def check_projection(ndc: bool, spherify: bool, near: float | None, far: float | None) -> None:
+    """``dataset.ndc`` / ``spherify`` / ``near`` / ``far`` that clash stop with one line naming them."""
+    if spherify and ndc:
+        raise ValueError("dataset.spherify=true is for 360 captures, which NDC cannot represent: "
+                         "set dataset.ndc=false")
+    if ndc and (near is not None or far is not None):
+        raise ValueError(f"dataset.near={near} / dataset.far={far}: with dataset.ndc=true rays span t in [0, 1] "
+                         "in NDC and near/far are not used; leave them null, or set dataset.ndc=false")
+    check_near_far(near, far)
+
+
 @dataclass
 class PosesInScene:
     """Poses and depth bounds in the scene frame, ``world_to_scene`` (4x4 similarity, points), its ``scale``, and
@@ -202,13 +213,7 @@ class LLFFDataset:
             raise ValueError(f"dataset.downscale={downscale!r} must be a positive integer")
         if factor is not None and int(factor) < 1:
             raise ValueError(f"dataset.factor={factor!r} must be a positive integer or null")
-        if spherify and ndc:
-            raise ValueError("dataset.spherify=true is for 360 captures, which NDC cannot represent: "
-                             "set dataset.ndc=false")
-        if ndc and (near is not None or far is not None):
-            raise ValueError(f"dataset.near={near} / dataset.far={far}: with dataset.ndc=true rays span t in [0, 1] "
-                             "in NDC and near/far are not used; leave them null, or set dataset.ndc=false")
-        check_near_far(near, far)
+        check_projection(ndc, spherify, near, far)
         if bd_factor is not None and bd_factor <= 0:
             raise ValueError(f"dataset.bd_factor={bd_factor!r} must be positive or null")
         if int(llffhold) < 0:

@@ -20,9 +20,9 @@ import torch
 from nerfexp.cameras import Intrinsics, focal_from_fov
 from nerfexp.config import check_number
 from nerfexp.data.images import DatasetError, check_same_size, load_frames, require_root, source_names
-from nerfexp.data.llff import normalise_poses
+from nerfexp.data.llff import check_projection, normalise_poses
 from nerfexp.data.render_paths import normalize, poses_avg, spiral_path
-from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
+from nerfexp.data.scene import BACKGROUNDS, SceneSplit
 from nerfexp.data.splits import holdout_splits
 
 SPLITS = ("train", "val", "test")
@@ -160,7 +160,6 @@ class NerfstudioDataset:
                  far: float | None = None, test_every: int = 8, n_val: int = 2, bound: float = 1.0,
                  ndc: bool = False, spherify: bool = False, bd_factor: float | None = 0.75):
         self.root = Path(root).expanduser()
-        check_near_far(near, far)
         check_number("downscale", downscale, int, low=1)
         check_number("test_every", test_every, int, low=2)
         check_number("bound", bound, float, low=0, low_open=True)
@@ -169,12 +168,7 @@ class NerfstudioDataset:
             raise ValueError(f"dataset.background={background!r} is not one of {BACKGROUNDS}")
         self.downscale, self.background, self.bound = int(downscale), background, float(bound)
         self.test_every, self.n_val = int(test_every), n_val
-        if spherify and ndc:
-            raise ValueError("dataset.spherify=true is for 360 captures, which NDC cannot represent: "
-                             "set dataset.ndc=false")
-        if ndc and (near is not None or far is not None):
-            raise ValueError(f"dataset.near={near} / dataset.far={far}: with dataset.ndc=true rays span t in [0, 1] "
-                             "in NDC; leave them null, or set dataset.ndc=false")
+        check_projection(ndc, spherify, near, far)
         self.ndc, self.spherify = bool(ndc), bool(spherify)
         require_root(self.root, self.example)
         frames = self.read_frames()
