@@ -15,6 +15,21 @@ from nerfexp.data.scene import BACKGROUNDS, SceneSplit, check_near_far
 __all__ = ["BlenderDataset", "DatasetError", "load_frames"]
 
 
+def read_frames_json(path: Path, missing_hint: str = "") -> tuple[dict, list]:
+    """The JSON object of a transforms file and its non-empty ``frames`` list; a missing, malformed or frameless
+    file raises :class:`DatasetError` naming it (``missing_hint``: what to do when it is missing)."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file is missing{missing_hint}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: malformed JSON ({exc})") from None
+    frames = meta.get("frames") if isinstance(meta, dict) else None
+    if not frames or not isinstance(frames, list):
+        raise DatasetError(f"{path}: no 'frames' listed")
+    return meta, frames
+
+
 class BlenderDataset:
     """NeRF-synthetic scenes. ``downscale`` is an integer area-averaging factor (``half_res`` = 2).
 
@@ -49,15 +64,7 @@ class BlenderDataset:
     def read_transforms(self, split: str) -> tuple[Path, dict, list[dict]]:
         """The checked ``transforms_<split>.json``: its path, the whole JSON and its frames."""
         path = self.transforms_path(split)
-        try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DatasetError(f"{path}: file is missing") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"{path}: malformed JSON ({exc})") from None
-        frames = meta.get("frames") if isinstance(meta, dict) else None
-        if not frames or not isinstance(frames, list):
-            raise DatasetError(f"{path}: no 'frames' listed")
+        meta, frames = read_frames_json(path)
         for key in ("file_path", "transform_matrix"):
             bad = next((k for k, f in enumerate(frames) if not isinstance(f, dict) or key not in f), None)
             if bad is not None:

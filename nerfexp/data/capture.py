@@ -25,6 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from nerfexp.data.images import IMAGE_SUFFIXES, DatasetError, list_images
+from nerfexp.data.llff import minify
 from nerfexp.data.writers import llff_rows
 
 log = logging.getLogger(__name__)
@@ -252,14 +253,10 @@ def write_poses_bounds(cameras: dict, path: Path) -> None:
 
 
 def write_downscaled(images: Path, factors: tuple[int, ...] = FACTORS) -> None:
-    """``images_<f>/`` beside ``images/`` for each factor (area averaging, LLFF's layout)."""
+    """``images_<f>/`` beside ``images/`` for each factor (LLFF's layout), as :func:`nerfexp.data.llff.minify`
+    makes them when a loader finds one missing."""
     for factor in factors:
-        out = images.parent / f"{images.name}_{factor}"
-        out.mkdir(exist_ok=True)
-        for path in list_images(images):
-            with Image.open(path) as image:
-                size = (max(1, image.width // factor), max(1, image.height // factor))
-                image.convert("RGB").resize(size, Image.Resampling.BOX).save(out / f"{path.stem}.png")
+        minify(images, images.parent / f"{images.name}_{factor}", factor)
 
 
 # -- the whole run ----------------------------------------------------------------------------------------------------

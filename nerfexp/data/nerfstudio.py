@@ -10,7 +10,6 @@ Splits as for LLFF: test = every ``test_every``-th frame, ``n_val`` validation f
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 
 from nerfexp.cameras import Intrinsics, focal_from_fov
 from nerfexp.config import check_number
+from nerfexp.data.blender import read_frames_json
 from nerfexp.data.images import DatasetError, check_same_size, load_frames, require_root, source_names
 from nerfexp.data.llff import check_projection, normalise_poses
 from nerfexp.data.render_paths import normalize, poses_avg, spiral_path
@@ -44,15 +44,7 @@ def read_transforms_json(root: Path) -> Frames:
     """``root/transforms.json``: shared or per-frame intrinsics (``fl_x``/``camera_angle_x``, ``cx``, ``cy``,
     ``w``, ``h``), ``file_path`` relative to ``root``, ``transform_matrix`` (OpenGL), optional ``colmap_near_far``."""
     path = root / "transforms.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file is missing (write one with python -m nerfexp.process)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: malformed JSON ({exc})") from None
-    frames = meta.get("frames") if isinstance(meta, dict) else None
-    if not frames or not isinstance(frames, list):
-        raise DatasetError(f"{path}: no 'frames' listed")
+    meta, frames = read_frames_json(path, " (write one with python -m nerfexp.process)")
     distorted = [k for k in DISTORTION_KEYS if any(float(f.get(k, meta.get(k, 0.0)) or 0.0) for f in frames)]
     if distorted:
         raise DatasetError(f"{path}: lens distortion ({', '.join(distorted)}) is not modelled by the ray generator; "
@@ -126,7 +118,7 @@ def normalising_transform(c2w: np.ndarray, bounds: np.ndarray | None, bound: flo
     forward = -c2w[:, :3, 2]
     if bounds is not None:
         content = np.concatenate([centres + forward * bounds[:, :1], centres + forward * bounds[:, 1:]])
-        centre = 0.5 * (centres + forward * bounds.mean(1, keepdims=True)).mean(0) + 0.5 * content.mean(0)
+        centre = content.mean(0)
         extent = np.abs(np.concatenate([centres, content]) - centre).max()
     else:
         centre = centres.mean(0)
@@ -180,8 +172,8 @@ class NerfstudioDataset:
             self.to_world = np.linalg.inv(posed.world_to_scene)
             c2w, scaled_bounds = posed.c2w, posed.bounds
         else:
-            self.to_world = np.linalg.inv(normalising_transform(frames.c2w, frames.bounds, self.bound))
-            to_scene = np.linalg.inv(self.to_world)
+            to_scene = normalising_transform(frames.c2w, frames.bounds, self.bound)
+            self.to_world = np.linalg.inv(to_scene)
             scale = float(to_scene[0, 0])
             c2w = to_scene @ frames.c2w
             c2w[:, :3, :3] /= scale  # keep the rotations orthonormal

@@ -181,6 +181,18 @@ def job_records(sweep_dir: Path, rows: list[dict], y_key: str, x_key: str) -> li
              if r.get(y_key) is not None and r.get(x_key) is not None] for row in rows]
 
 
+def save_figure(fig, ax, path: Path, legend_size: int | None = 7) -> Path:
+    """Grid and legend on ``ax``, ``fig`` saved to ``path`` (120 dpi) and closed; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_curves(curves: list[list[dict]], x_key: str, y_key: str, labels: list[str], colours: dict, order: list[int],
                 ylabel: str, path: Path, title: str = "") -> Path:
     import matplotlib.pyplot as plt
@@ -194,12 +206,7 @@ def plot_curves(curves: list[list[dict]], x_key: str, y_key: str, labels: list[s
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ax, path)
 
 
 def write_plots(sweep_dir: Path, rows: list[dict], out: Path) -> tuple[list[Path], list[str]]:
@@ -247,12 +254,7 @@ def write_plots(sweep_dir: Path, rows: list[dict], out: Path) -> tuple[list[Path
     ax.set_xlabel(", ".join(keys) or "job")
     ax.set_ylabel("PSNR [dB]")
     ax.set_title("train-val gap")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "gap.png", dpi=120)
-    plt.close(fig)
-    written.append(out / "gap.png")
+    written.append(save_figure(fig, ax, out / "gap.png", legend_size=None))
     return written, notes
 
 
@@ -289,12 +291,7 @@ def write_seed_plot(sweep_dir: Path, rows: list[dict], params: list[dict[str, st
     ax.set_xlabel("step")
     ax.set_ylabel("validation PSNR [dB]")
     ax.set_title("mean over seeds, band: +-1 standard deviation", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ax, path)
 
 
 def write_by_config(configs: list[dict], out: Path) -> None:
