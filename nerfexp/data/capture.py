@@ -25,7 +25,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from nerfexp.data.images import IMAGE_SUFFIXES, DatasetError, list_images
-from nerfexp.data.llff import minify
 from nerfexp.data.writers import llff_rows
 
 log = logging.getLogger(__name__)
@@ -253,10 +252,16 @@ def write_poses_bounds(cameras: dict, path: Path) -> None:
 
 
 def write_downscaled(images: Path, factors: tuple[int, ...] = FACTORS) -> None:
-    """``images_<f>/`` beside ``images/`` for each factor (LLFF's layout), as :func:`nerfexp.data.llff.minify`
-    makes them when a loader finds one missing."""
+    """``images_<f>/`` beside ``images/`` for each factor (area averaging, LLFF's layout). Sizes are floored, not
+    rounded as :func:`nerfexp.data.llff.minify` rounds them: undistorted images have odd sizes (e.g. 498x373), and a
+    rounded 62x47 differs from the file's aspect ratio by more than the LLFF loader's 1% check allows."""
     for factor in factors:
-        minify(images, images.parent / f"{images.name}_{factor}", factor)
+        out = images.parent / f"{images.name}_{factor}"
+        out.mkdir(exist_ok=True)
+        for path in list_images(images):
+            with Image.open(path) as image:
+                size = (max(1, image.width // factor), max(1, image.height // factor))
+                image.convert("RGB").resize(size, Image.Resampling.BOX).save(out / f"{path.stem}.png")
 
 
 # -- the whole run ----------------------------------------------------------------------------------------------------
