@@ -65,6 +65,11 @@ class Trainer:
         if tcfg.get("threads"):
             torch.set_num_threads(int(tcfg.threads))
         seed_everything(cfg.seed)
+        if tcfg.get("viewer") and world.is_main:  # a bad viewer key or a busy port stops before the data loads
+            from nerfexp.view.server import check_port_free, check_viewer_config
+
+            check_viewer_config(cfg.viewer)
+            check_port_free(cfg.viewer.host, cfg.viewer.port)
         self.device = device_for(world, resolve_device(cfg.device))
         self.dataset = instantiate(cfg.dataset)
         self.train_split: SceneSplit = self.dataset.load("train")
@@ -101,6 +106,17 @@ class Trainer:
                                   _recursive_=False) if world.is_main else NoLogger()
         # pixel data on the training device once, so a step gathers without host copies
         self.train_pixels = self.train_split.to(self.device)
+        self.viewer = self.open_viewer() if tcfg.get("viewer") and world.is_main else None
+
+    def open_viewer(self):
+        """The live web viewer of ``trainer.viewer=true`` (:mod:`nerfexp.view.live`)."""
+        from nerfexp.view.live import LiveViewer
+
+        path = self.dataset.render_path(60) if hasattr(self.dataset, "render_path") else None
+        split = self.train_split
+        box = split.bounding_box or (self.cfg.dataset.get("bound") if not split.ndc else None)
+        return LiveViewer(self.cfg.viewer, self.pipeline, split, eval_background(self.cfg.dataset.background),
+                          self.device, path, box, f"nerfexp: training {self.run_dir.name}")
 
     def init_model(self, seed: int) -> None:
         """Fresh pipeline and optimizer from ``seed`` (also used by stuck-start restarts)."""
@@ -362,6 +378,7 @@ class Trainer:
         # this process's share of the work (a resumed run counts from its resume)
         points_from, time_from, step_from = self.train_points, self.train_time, self.step
         self.save_time_due = False
+        wall0 = time.monotonic()
         try:
             while (self.step < tcfg.max_steps and self.train_time < max_time and self.stop_signal is None
                    and (stop_at is None or self.step < stop_at)):
@@ -372,6 +389,9 @@ class Trainer:
                 window_rays += self.global_batch
                 window_time += dt
                 bar.update(int(self.train_time) - bar.n if timed else 1)  # whole seconds on the bar
+                if self.viewer is not None:
+                    self.viewer.after_step(self.pipeline, self.step, loss, batch_psnr, self.rank_batch, dt,
+                                           lambda: self.stop_signal is not None)
                 if not applied:
                     self.skipped_steps += 1
                     self.bad_in_row += 1
@@ -401,7 +421,10 @@ class Trainer:
                    "samples_per_ray": points / max((self.step - step_from) * self.global_batch, 1),
                    "skipped_steps": self.skipped_steps, "restarts": self.restarts,
                    "world_size": self.world.size, "batch_rays_per_rank": self.rank_batch,
-                   "global_batch_rays": self.global_batch}
+                   "global_batch_rays": self.global_batch, "wall_s": time.monotonic() - wall0}
+        summary["wall_rays_per_s"] = (self.step - step_from) * self.global_batch / max(summary["wall_s"], 1e-9)
+        if self.viewer is not None:
+            summary["viewer_render_s"] = self.viewer.render_seconds
         if self.stop_signal is not None or (stop_at is not None and self.step >= stop_at
                                             and self.step < tcfg.max_steps):
             summary["interrupted"] = self.stop_signal or f"stop_at={stop_at}"
@@ -445,6 +468,9 @@ class Trainer:
         return summary
 
     def close(self) -> None:
+        if self.viewer is not None:
+            self.viewer.close()
+            self.viewer = None
         if self.metrics is not None:
             self.metrics.close()
         self.logger.finish()

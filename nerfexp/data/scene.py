@@ -49,7 +49,12 @@ class SceneSplit:
     def pixel_rays(self, image: Tensor, i: Tensor, j: Tensor) -> RayBundle:
         """Rays through pixels ``(image, i, j)`` (each ``(B,)``), in NDC when the split is forward-facing."""
         k = self.intrinsics.as_tensor().to(self.c2w.device)
-        rays = rays_from_pixels(self.c2w[image], k, i, j, self.near, self.far)
+        return self.in_scene(rays_from_pixels(self.c2w[image], k, i, j, self.near, self.far))
+
+    def in_scene(self, rays: RayBundle) -> RayBundle:
+        """World-space rays between ``near`` and ``far`` -> the rays the split's pipeline renders: in NDC
+        (mapped with the split's own focal length, whatever camera cast them), or cut to the scene's sphere
+        or box. Cameras that are not the split's (a viewer's) go through here too."""
         rays.unbounded = self.unbounded
         if self.ndc:
             rays = ndc_rays(rays, self.intrinsics.fx, self.intrinsics.width, self.intrinsics.height)
