@@ -142,7 +142,7 @@ class Viewer:
         for k in np.linspace(1, len(split) - 1, n_show).round().astype(int) if n_show > 0 else []:
             wxyz, position = viewer_pose(c2w[k])
             image = split.composited(int(k), self.background.cpu())
-            step = max(1, math.ceil(max(split.height, split.width) / 96))  # small thumbnails
+            step = max(1, math.ceil(max(split.height, split.width) / 64))  # small thumbnails
             self.frusta.append(scene.add_camera_frustum(
                 f"/cameras/{k:04d}", fov=fov, aspect=aspect, scale=0.08 * spread, color=(40, 90, 200),
                 image=to_uint8(image[::step, ::step]), format="jpeg", wxyz=wxyz, position=position,
