@@ -130,6 +130,10 @@ class Viewer:
 
     def _build_scene(self, render_path: Tensor | None, box: float | None) -> None:
         scene, split = self.server.scene, self.split
+        # nothing here is lit: no environment map and no shadows keep each browser frame cheap (software WebGL
+        # spent most of a core on them)
+        scene.configure_environment_map(hdri=None)
+        scene.configure_default_lights(enabled=True, cast_shadow=False)
         c2w = split.c2w.detach().cpu().double().numpy()
         up = c2w[:, :3, 1].mean(0)
         scene.set_up_direction(up / max(np.linalg.norm(up), 1e-9))
@@ -144,13 +148,14 @@ class Viewer:
             image = split.composited(int(k), self.background.cpu())
             step = max(1, math.ceil(max(split.height, split.width) / 64))  # small thumbnails
             self.frusta.append(scene.add_camera_frustum(
-                f"/cameras/{k:04d}", fov=fov, aspect=aspect, scale=0.08 * spread, color=(40, 90, 200),
+                f"/cameras/{k:04d}", fov=fov, aspect=aspect, scale=0.05 * spread, color=(40, 90, 200),
+                thickness=1.5, thickness_units="screen",  # thin at any distance: they must not hide the scene
                 image=to_uint8(image[::step, ::step]), format="jpeg", wxyz=wxyz, position=position,
                 visible=bool(self.cfg.show_cameras)))
         if render_path is not None and self.cfg.show_path and len(render_path) > 1:
             p = render_path[:, :3, 3].detach().cpu().double().numpy()
             scene.add_line_segments("/render_path", np.stack([p[:-1], p[1:]], axis=1), colors=(230, 120, 20),
-                                    thickness=0.005 * spread)
+                                    thickness=2.0, thickness_units="screen")
         if box is not None and self.cfg.show_box and not split.ndc:
             scene.add_box("/scene_box", color=(120, 120, 120), dimensions=(2 * box,) * 3, wireframe=True)
         # the browser starts at the first training camera, looking where it looks
