@@ -13,6 +13,7 @@ from PIL import Image
 from conftest import SHARED_DATA, requires_shared
 from nerfexp.data.capture import (CaptureError, opengl_c2w, process_capture, sharpness, video_frames, write_poses_bounds,
                                   write_transforms)
+from nerfexp.data.demo_capture import box_blur
 from nerfexp.data.llff import read_poses_bounds
 from nerfexp.studies.pose_error import centre_errors, similarity_align
 
@@ -23,20 +24,13 @@ def noise_image(seed: int, size: int = 96, block: int = 1) -> np.ndarray:
     return np.kron(cells, np.ones((block, block, 1))).astype(np.uint8)
 
 
-def blurred(image: np.ndarray, k: int = 5) -> np.ndarray:
-    pad = np.pad(image.astype(np.float64), ((k, k), (k, k), (0, 0)), mode="edge")
-    out = sum(pad[k + dy:k + dy + image.shape[0], k + dx:k + dx + image.shape[1]]
-              for dy in range(-k, k + 1) for dx in range(-k, k + 1)) / (2 * k + 1) ** 2
-    return out.astype(np.uint8)
-
-
 def test_sharpest_frame_of_each_window_is_kept(tmp_path):
     import imageio.v2 as iio2
 
     sharp = [noise_image(s, block=8) for s in range(3)]
     frames = []
     for k, image in enumerate(sharp):  # windows of two frames: the sharp one first, then second
-        pair = [image, blurred(image)]
+        pair = [image, box_blur(image)]
         frames += pair if k % 2 == 0 else pair[::-1]
     iio2.mimwrite(tmp_path / "walk.mp4", frames, fps=10, macro_block_size=1, quality=10)
     kept = video_frames(tmp_path / "walk.mp4", tmp_path / "frames", num_frames=3, max_size=None)
@@ -44,8 +38,8 @@ def test_sharpest_frame_of_each_window_is_kept(tmp_path):
     for path, image in zip(kept, sharp):
         got = np.asarray(Image.open(path)).astype(float)
         # closer to the sharp frame than to its blurred twin (the codec blurs a little itself)
-        assert np.abs(got - image).mean() < np.abs(got - blurred(image)).mean()
-    assert sharpness(sharp[0]) > 5 * sharpness(blurred(sharp[0]))
+        assert np.abs(got - image).mean() < np.abs(got - box_blur(image)).mean()
+    assert sharpness(sharp[0]) > 5 * sharpness(box_blur(sharp[0]))
 
 
 def test_colmap_poses_become_opengl_cameras_and_llff_rows(tmp_path):
@@ -172,7 +166,7 @@ def test_a_walkthrough_video_becomes_a_dataset(tmp_path):
     frames = []
     for path in sorted((fern / "images_8").glob("*.png")):
         image = np.asarray(Image.open(path).convert("RGB"))[:376]  # even height for H.264
-        frames += [image, blurred(image, 3)]
+        frames += [image, box_blur(image, 3)]
     iio2.mimwrite(tmp_path / "fern.mp4", frames, fps=10, macro_block_size=1, quality=9)
     result = process_capture(tmp_path / "fern.mp4", tmp_path / "out", num_frames=20, max_size=None)
     assert result.total == 20 and result.registered >= 18, result.line()
@@ -180,5 +174,49 @@ def test_a_walkthrough_video_becomes_a_dataset(tmp_path):
     names = sorted(p.name for p in (tmp_path / "out" / "images").iterdir())
     known, _, _ = read_poses_bounds(fern / "poses_bounds.npy")
     known = known[[int(n.split("_")[1].split(".")[0]) for n in names]]  # frame k of window k is photo k
+    errors = centre_errors(solved[:, :3, 3], known[:, :3, 3])
+    assert errors["median"] < 0.02, errors
+
+
+def rendered_capture(n: int, size=(240, 180), arc_deg: float = 100.0):
+    """``n`` photos of the demo objects in the textured room from known cameras on a rising orbit: OpenGL c2w
+    ``(n, 4, 4)`` and uint8 images."""
+    from nerfexp.data.demo_capture import orbit_cameras, render_capture
+
+    c2w = orbit_cameras(n, radius=3.0, elevation_deg=25.0, arc_deg=arc_deg)
+    c2w[:, 2, 3] += np.linspace(-0.3, 0.3, n)  # not all in one plane: a better conditioned similarity
+    focal = 0.5 * size[0] / np.tan(0.5 * 0.9)
+    return c2w, render_capture(c2w, size[0], size[1], focal)
+
+
+def test_colmap_recovers_the_known_cameras_of_a_rendered_capture(tmp_path):
+    """No ../shared needed: photos rendered from known cameras -> process -> the same camera centres."""
+    pytest.importorskip("pycolmap", reason="pycolmap is not installed")
+    c2w, images = rendered_capture(14)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k, image in enumerate(images):
+        Image.fromarray(image).save(photos / f"view_{k:03d}.png")
+    result = process_capture(photos, tmp_path / "out", max_size=None)
+    assert result.registered == result.total == 14, result.line()
+    solved, _, _ = read_poses_bounds(tmp_path / "out" / "poses_bounds.npy")
+    errors = centre_errors(solved[:, :3, 3], c2w[:, :3, 3])
+    assert errors["median"] < 0.01 and errors["max"] < 0.03, errors
+
+
+def test_a_video_of_a_rendered_capture_registers(tmp_path):
+    """The same scene as a video along the orbit, each view followed by a blurred copy: the sharp frames are kept,
+    sequential matching registers them, at the known cameras."""
+    pytest.importorskip("pycolmap", reason="pycolmap is not installed")
+    import imageio.v2 as iio2
+
+    c2w, images = rendered_capture(14)
+    frames = [f for image in images for f in (image, box_blur(image, 3))]
+    iio2.mimwrite(tmp_path / "orbit.mp4", frames, fps=10, macro_block_size=1, quality=9)
+    result = process_capture(tmp_path / "orbit.mp4", tmp_path / "out", num_frames=14, max_size=None)
+    assert result.total == 14 and result.registered >= 12, result.line()
+    names = sorted(p.name for p in (tmp_path / "out" / "images").iterdir())
+    solved, _, _ = read_poses_bounds(tmp_path / "out" / "poses_bounds.npy")
+    known = c2w[[int(n.split("_")[1].split(".")[0]) for n in names]]  # frame k of window k is view k
     errors = centre_errors(solved[:, :3, 3], known[:, :3, 3])
     assert errors["median"] < 0.02, errors

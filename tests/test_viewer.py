@@ -3,6 +3,7 @@ budgets, a training run pauses and shares the processor as configured, errors ar
 Chromium shows the scene the project renders."""
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
@@ -228,20 +229,51 @@ def browser_or_skip() -> None:
         pytest.skip(reason)
 
 
-def test_headless_chromium_shows_the_scene_the_project_renders(demo_cache, tmp_path):
-    browser_or_skip()
+@pytest.fixture(scope="module")
+def trained_run(demo_cache, tmp_path_factory) -> Path:
+    """The tiny demo NeRF after 150 steps (blurry, but the scene's colours and shape)."""
     from nerfexp.train import train
+
+    run = tmp_path_factory.mktemp("viewer") / "run"
+    train(compose_train(tiny_overrides(demo_cache) + ["trainer.max_steps=150", "trainer.eval_at_end=false"]), run)
+    return run
+
+
+def view_command_cfg(run: Path, **viewer):
+    """``conf/view.yaml`` as ``python -m nerfexp.view run=<run> port=0`` composes it, with ``viewer`` keys."""
+    cfg = OmegaConf.load(CONF / "view.yaml")
+    return OmegaConf.merge({k: v for k, v in cfg.items() if k not in ("defaults", "hydra")}, {
+        "viewer": OmegaConf.merge(OmegaConf.load(CONF / "viewer" / "default.yaml"), viewer),
+        "run": str(run), "port": 0, "device": "cpu"})
+
+
+def test_the_view_command_reloads_a_newer_checkpoint(trained_run, tmp_path):
+    from nerfexp.checkpoint import latest_checkpoint, save_checkpoint
     from nerfexp.view.run_viewer import RunViewer
 
     run = tmp_path / "run"
-    train(compose_train(tiny_overrides(demo_cache) + ["trainer.max_steps=150", "trainer.eval_at_end=false"]), run)
-    cfg = OmegaConf.load(CONF / "view.yaml")
-    cfg = OmegaConf.merge({k: v for k, v in cfg.items() if k not in ("defaults", "hydra")}, {
-        "viewer": OmegaConf.merge(OmegaConf.load(CONF / "viewer" / "default.yaml"),
-                                  {"show_cameras": False, "show_path": False, "show_box": False,
-                                   "max_resolution": 160, "moving_resolution": 40}),
-        "run": str(run), "port": 0, "device": "cpu"})
-    rv = RunViewer(cfg)
+    shutil.copytree(trained_run, run)
+    rv = RunViewer(view_command_cfg(run))
+    try:
+        assert rv.step == 150 and not rv.reload_if_newer()
+        state = torch.load(latest_checkpoint(run / "checkpoints"), weights_only=False)
+        name, tensor = next((k, v) for k, v in state["pipeline"].items() if v.is_floating_point())
+        state["pipeline"][name] = tensor + 1.0
+        state["step"] = 151
+        save_checkpoint(state, run / "checkpoints", 151)
+        version = rv.viewer.model_version
+        assert rv.reload_if_newer() and rv.step == 151 and rv.viewer.model_version == version + 1
+        assert torch.equal(rv.pipeline.state_dict()[name], tensor + 1.0)  # the browser now sees the new weights
+    finally:
+        rv.viewer.close()
+
+
+def test_headless_chromium_shows_the_scene_the_project_renders(trained_run, tmp_path):
+    browser_or_skip()
+    from nerfexp.view.run_viewer import RunViewer
+
+    rv = RunViewer(view_command_cfg(trained_run, show_cameras=False, show_path=False, show_box=False,
+                                    max_resolution=160, moving_resolution=40))
     stop = threading.Event()
     server = threading.Thread(target=lambda: [rv.poll() for _ in iter(stop.is_set, True)], daemon=True)
     server.start()

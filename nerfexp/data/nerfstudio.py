@@ -31,13 +31,24 @@ DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
 
 @dataclass
 class Frames:
-    """A capture's frames: image ``paths``, OpenGL ``c2w (N, 4, 4)``, one pinhole ``intrinsics`` and per-frame depth
-    ``bounds (N, 2)`` (None where unknown), in the capture's own frame and units."""
+    """A capture's frames: image ``paths``, OpenGL ``c2w (N, 4, 4)``, the pinhole ``intrinsics`` (the first frame's
+    where they differ, then ``view_intrinsics (N, 4)`` fx, fy, cx, cy per frame, all frames one image size),
+    per-frame depth ``bounds (N, 2)`` (None where unknown), in the capture's own frame and units, and instant-ngp's
+    ``aabb_scale`` (the scene box in units of the cameras' extent) where given."""
 
     paths: list[Path]
     c2w: np.ndarray
     intrinsics: Intrinsics
     bounds: np.ndarray | None
+    view_intrinsics: np.ndarray | None = None
+    aabb_scale: float | None = None
+
+
+def shared_or_per_view(values: list[tuple[float, float, float, float]], width: int, height: int) \
+        -> tuple[Intrinsics, np.ndarray | None]:
+    """One pinhole for every frame, or the first frame's and all of them ``(N, 4)`` where they differ."""
+    first = Intrinsics(*values[0], width, height)
+    return first, (np.array(values, dtype=np.float64) if len(set(values)) > 1 else None)
 
 
 def read_transforms_json(root: Path) -> Frames:
@@ -49,7 +60,7 @@ def read_transforms_json(root: Path) -> Frames:
     if distorted:
         raise DatasetError(f"{path}: lens distortion ({', '.join(distorted)}) is not modelled by the ray generator; "
                            "undistort the images first (python -m nerfexp.process writes pinhole images)")
-    paths, intrinsics = [], set()
+    paths, intrinsics = [], []
     for k, frame in enumerate(frames):
         if not isinstance(frame, dict) or "file_path" not in frame or "transform_matrix" not in frame:
             raise DatasetError(f"{path}: frames[{k}] needs 'file_path' and 'transform_matrix'")
@@ -65,11 +76,8 @@ def read_transforms_json(root: Path) -> Frames:
         fx = get("fl_x") or (focal_from_fov(width, get("camera_angle_x")) if get("camera_angle_x") else None)
         if fx is None:
             raise DatasetError(f"{path}: neither 'fl_x' nor 'camera_angle_x' is given")
-        intrinsics.add((float(fx), float(get("fl_y") or fx), float(get("cx", width / 2)), float(get("cy", height / 2))))
-    if len(intrinsics) > 1:
-        raise DatasetError(f"{path}: the frames have {len(intrinsics)} different intrinsics; this loader takes one "
-                           "camera (capture with one device and zoom: single_camera=true)")
-    fx, fy, cx, cy = intrinsics.pop()
+        intrinsics.append((float(fx), float(get("fl_y") or fx), float(get("cx", width / 2)),
+                           float(get("cy", height / 2))))
     try:
         c2w = np.array([f["transform_matrix"] for f in frames], dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -80,9 +88,13 @@ def read_transforms_json(root: Path) -> Frames:
         c2w = np.concatenate([c2w, np.tile([[[0.0, 0.0, 0.0, 1.0]]], (len(c2w), 1, 1))], axis=1)
     bounds = (np.array([f["colmap_near_far"] for f in frames], dtype=np.float64)
               if all("colmap_near_far" in f for f in frames) else None)
+    aabb_scale = meta.get("aabb_scale")
+    if aabb_scale is not None:
+        check_number(f"{path}: aabb_scale", aabb_scale, float, low=0, low_open=True)
     order = np.argsort([p.name for p in paths], kind="stable")  # splits by file name, as LLFF's
-    return Frames([paths[k] for k in order], c2w[order], Intrinsics(fx, fy, cx, cy, width, height),
-                  None if bounds is None else bounds[order])
+    shared, per_view = shared_or_per_view([intrinsics[k] for k in order], width, height)
+    return Frames([paths[k] for k in order], c2w[order], shared, None if bounds is None else bounds[order],
+                  per_view, None if aabb_scale is None else float(aabb_scale))
 
 
 def read_colmap_model(root: Path) -> Frames:
@@ -102,18 +114,20 @@ def read_colmap_model(root: Path) -> Frames:
     if missing:
         raise DatasetError(f"{missing[0]}: image of the COLMAP model in {model_dir} is missing")
     first = next(iter(cameras.values()))
-    if any((c["fx"], c["fy"], c["cx"], c["cy"]) != (first["fx"], first["fy"], first["cx"], first["cy"])
-           for c in cameras.values()):
-        raise DatasetError(f"{model_dir}: several cameras; this loader takes one (single_camera=true)")
-    return Frames(paths, np.stack([c["c2w"] for c in cameras.values()]),
-                  Intrinsics(first["fx"], first["fy"], first["cx"], first["cy"], first["w"], first["h"]),
-                  np.stack([c["bounds"] for c in cameras.values()]))
+    if any((c["w"], c["h"]) != (first["w"], first["h"]) for c in cameras.values()):
+        raise DatasetError(f"{model_dir}: cameras of different image sizes; this loader takes one size "
+                           "(process with single_camera=true, or resize the photos alike)")
+    shared, per_view = shared_or_per_view([(c["fx"], c["fy"], c["cx"], c["cy"]) for c in cameras.values()],
+                                          first["w"], first["h"])
+    return Frames(paths, np.stack([c["c2w"] for c in cameras.values()]), shared,
+                  np.stack([c["bounds"] for c in cameras.values()]), per_view)
 
 
-def normalising_transform(c2w: np.ndarray, bounds: np.ndarray | None, bound: float, margin: float = 0.9) \
-        -> np.ndarray:
+def normalising_transform(c2w: np.ndarray, bounds: np.ndarray | None, bound: float, margin: float = 0.9,
+                          aabb_scale: float | None = None) -> np.ndarray:
     """4x4 similarity (uniform scale + shift) taking the cameras and the content they see (the points at each
-    camera's near and far depth on its axis) into ``[-margin * bound, margin * bound]^3``, centred on the content."""
+    camera's near and far depth on its axis) into ``[-margin * bound, margin * bound]^3``, centred on the content.
+    Without depths the box is ``aabb_scale`` (instant-ngp's key; default 2) times the cameras' extent around them."""
     centres = c2w[:, :3, 3]
     forward = -c2w[:, :3, 2]
     if bounds is not None:
@@ -122,7 +136,7 @@ def normalising_transform(c2w: np.ndarray, bounds: np.ndarray | None, bound: flo
         extent = np.abs(np.concatenate([centres, content]) - centre).max()
     else:
         centre = centres.mean(0)
-        extent = np.abs(centres - centre).max() * 2.0
+        extent = np.abs(centres - centre).max() * (aabb_scale or 2.0)
     scale = margin * bound / max(float(extent), 1e-9)
     transform = np.eye(4)
     transform[:3, :3] *= scale
@@ -144,13 +158,20 @@ class NerfstudioDataset:
         ndc: forward-facing captures in NDC (rays t in [0, 1]), and ``spherify`` for 360 captures: the poses are
             then normalised as LLFF's (``bd_factor``, recentring, :func:`nerfexp.data.llff.normalise_poses`)
             instead of into the box; both need each frame's depth bounds (``colmap_near_far``).
+        per_view_bounds: with each frame's depth bounds (and ``near``/``far`` not given), in the box (not with
+            ``ndc``/``spherify``), each view's rays span its own range (0.9 x its near depth to 1.1 x its far
+            depth) instead of one range for all.
+
+    Frames may have their own intrinsics (instant-ngp's per-frame ``fl_x``..., COLMAP models with several cameras)
+    when they share one image size; NDC needs one camera.
     """
 
     example = "my_capture (python -m nerfexp.process output=...)"
 
     def __init__(self, root: str | Path, downscale: int = 1, background: str = "white", near: float | None = None,
                  far: float | None = None, test_every: int = 8, n_val: int = 2, bound: float = 1.0,
-                 ndc: bool = False, spherify: bool = False, bd_factor: float | None = 0.75):
+                 ndc: bool = False, spherify: bool = False, bd_factor: float | None = 0.75,
+                 per_view_bounds: bool = True):
         self.root = Path(root).expanduser()
         check_number("downscale", downscale, int, low=1)
         check_number("test_every", test_every, int, low=2)
@@ -164,6 +185,9 @@ class NerfstudioDataset:
         self.ndc, self.spherify = bool(ndc), bool(spherify)
         require_root(self.root, self.example)
         frames = self.read_frames()
+        if ndc and frames.view_intrinsics is not None:
+            raise DatasetError(f"{self.root}: the frames have different intrinsics; dataset.ndc=true maps rays with "
+                               "one camera's focal length (set dataset.ndc=false)")
         if (ndc or spherify) and frames.bounds is None:
             raise DatasetError(f"{self.root}: dataset.ndc / dataset.spherify need each frame's depth bounds "
                                "('colmap_near_far', written by python -m nerfexp.process); set both false")
@@ -172,18 +196,24 @@ class NerfstudioDataset:
             self.to_world = np.linalg.inv(posed.world_to_scene)
             c2w, scaled_bounds = posed.c2w, posed.bounds
         else:
-            to_scene = normalising_transform(frames.c2w, frames.bounds, self.bound)
+            to_scene = normalising_transform(frames.c2w, frames.bounds, self.bound, aabb_scale=frames.aabb_scale)
             self.to_world = np.linalg.inv(to_scene)
             scale = float(to_scene[0, 0])
             c2w = to_scene @ frames.c2w
             c2w[:, :3, :3] /= scale  # keep the rotations orthonormal
             scaled_bounds = None if frames.bounds is None else frames.bounds * scale
-        self.frames = Frames(frames.paths, c2w, frames.intrinsics, scaled_bounds)
+        self.frames = Frames(frames.paths, c2w, frames.intrinsics, scaled_bounds, frames.view_intrinsics,
+                             frames.aabb_scale)
+        # per-view ranges in the box; ndc and spherify keep LLFF's one range, so they train as dataset=llff does
+        self.per_view_bounds = bool(per_view_bounds) and scaled_bounds is not None and not (ndc or spherify) \
+            and near is None and far is None
         if near is None or far is None:
             if self.ndc:
                 auto_near, auto_far = 0.0, 1.0
             elif self.frames.bounds is not None:
-                auto_near, auto_far = 0.9 * float(self.frames.bounds[:, 0].min()), float(self.frames.bounds[:, 1].max())
+                auto_near = 0.9 * float(self.frames.bounds[:, 0].min())
+                # in the box, as far as each view's own range reaches (per_view_bounds); spherify: LLFF's
+                auto_far = float(self.frames.bounds[:, 1].max()) * (1.0 if spherify else 1.1)
             else:
                 auto_near, auto_far = 0.0, 2.0 * 3 ** 0.5 * self.bound
         self.near = float(near) if near is not None else auto_near
@@ -200,12 +230,19 @@ class NerfstudioDataset:
         idx = self.splits[split]
         paths = [self.frames.paths[k] for k in idx]
         colors, alphas = load_frames(paths, self.downscale)
+        view_near_far = view_k = None
+        if self.per_view_bounds:
+            b = self.frames.bounds[idx]
+            view_near_far = torch.from_numpy(np.stack([0.9 * b[:, 0], 1.1 * b[:, 1]], 1).astype(np.float32))
+        if self.frames.view_intrinsics is not None:
+            view_k = torch.from_numpy((self.frames.view_intrinsics[idx] / self.downscale).astype(np.float32))
         return SceneSplit(torch.from_numpy(colors), torch.from_numpy(alphas),
                           torch.from_numpy(self.frames.c2w[idx].astype(np.float32)),
                           self.frames.intrinsics.scaled(self.downscale), self.near, self.far,
                           names=[p.name for p in paths], ndc=self.ndc,
                           bounding_box=None if (self.ndc or self.spherify) else self.bound, unbounded=True,
-                          sources=source_names(paths, self.root))
+                          sources=source_names(paths, self.root), view_near_far=view_near_far,
+                          view_intrinsics=view_k)
 
     def render_path(self, n_frames: int = 120) -> torch.Tensor:
         """``(n_frames, 4, 4)`` c2w: a spiral within the cameras' span (captures see one side only, not an orbit)."""

@@ -34,6 +34,10 @@ class SceneSplit:
     bounding_box: float | None = None  # object inside [-b, b]^3: each ray samples only where it crosses the box
     unbounded: bool = False  # the scene goes on behind far (LLFF, unmasked photos): the last sample takes the rest
     sources: list[str] = field(default_factory=list)  # each frame's file, relative to the dataset root
+    # captures: each view's own ray range (N, 2) (from its sparse points' depths) and pinhole (N, 4) fx, fy, cx, cy
+    # where views differ; None: ``near``/``far`` and ``intrinsics`` hold for every view
+    view_near_far: Tensor | None = None
+    view_intrinsics: Tensor | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -48,8 +52,11 @@ class SceneSplit:
 
     def pixel_rays(self, image: Tensor, i: Tensor, j: Tensor) -> RayBundle:
         """Rays through pixels ``(image, i, j)`` (each ``(B,)``), in NDC when the split is forward-facing."""
-        k = self.intrinsics.as_tensor().to(self.c2w.device)
-        return self.in_scene(rays_from_pixels(self.c2w[image], k, i, j, self.near, self.far))
+        k = (self.view_intrinsics[image] if self.view_intrinsics is not None
+             else self.intrinsics.as_tensor().to(self.c2w.device))
+        near, far = ((self.view_near_far[image, 0], self.view_near_far[image, 1]) if self.view_near_far is not None
+                     else (self.near, self.far))
+        return self.in_scene(rays_from_pixels(self.c2w[image], k, i, j, near, far))
 
     def in_scene(self, rays: RayBundle) -> RayBundle:
         """World-space rays between ``near`` and ``far`` -> the rays the split's pipeline renders: in NDC
@@ -87,9 +94,12 @@ class SceneSplit:
 
     def to(self, device: torch.device | str) -> "SceneSplit":
         """A copy with images, alphas and poses on ``device``."""
+        def moved(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+
         return SceneSplit(self.images.to(device), self.alphas.to(device), self.c2w.to(device), self.intrinsics,
                           self.near, self.far, list(self.names), self.ndc, self.bounding_radius, self.bounding_box,
-                          self.unbounded, list(self.sources))
+                          self.unbounded, list(self.sources), moved(self.view_near_far), moved(self.view_intrinsics))
 
     def composited(self, index: int, background: Tensor) -> Tensor:
         """Image ``index`` composited on ``background`` (3,): ``(H, W, 3)``."""
