@@ -111,12 +111,12 @@ class Trainer:
     def open_viewer(self):
         """The live web viewer of ``trainer.viewer=true`` (:mod:`nerfexp.view.live`)."""
         from nerfexp.view.live import LiveViewer
+        from nerfexp.view.server import scene_extras
 
-        path = self.dataset.render_path(60) if hasattr(self.dataset, "render_path") else None
-        split = self.train_split
-        box = split.bounding_box or (self.cfg.dataset.get("bound") if not split.ndc else None)
-        return LiveViewer(self.cfg.viewer, self.pipeline, split, eval_background(self.cfg.dataset.background),
-                          self.device, path, box, f"nerfexp: training {self.run_dir.name}")
+        path, box = scene_extras(self.dataset, self.train_split, self.cfg.dataset)
+        return LiveViewer(self.cfg.viewer, self.pipeline, self.train_split,
+                          eval_background(self.cfg.dataset.background), self.device, path, box,
+                          f"nerfexp: training {self.run_dir.name}")
 
     def init_model(self, seed: int) -> None:
         """Fresh pipeline and optimizer from ``seed`` (also used by stuck-start restarts)."""

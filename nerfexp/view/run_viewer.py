@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from nerfexp.checkpoint import latest_checkpoint, load_checkpoint
 from nerfexp.data.scene import eval_background
 from nerfexp.evaluate import restore_run
-from nerfexp.view.server import Viewer, check_port_free
+from nerfexp.view.server import Viewer, check_port_free, scene_extras
 
 log = logging.getLogger(__name__)
 RELOAD_CHECK_S = 2.0  # how often the run's checkpoints folder is looked at
@@ -26,8 +26,7 @@ class RunViewer:
         self.run_dir, run_cfg, self.pipeline, dataset, self.device, checkpoint = restore_run(cfg)
         viewer_cfg = OmegaConf.merge(cfg.viewer, {"port": cfg.port})
         split = dataset.load("train")
-        path = dataset.render_path(60) if hasattr(dataset, "render_path") else None
-        box = split.bounding_box or (run_cfg.dataset.get("bound") if not split.ndc else None)
+        path, box = scene_extras(dataset, split, run_cfg.dataset)
         self.viewer = Viewer(viewer_cfg, self.pipeline, split, eval_background(run_cfg.dataset.background),
                              self.device, path, box, title=f"nerfexp: {self.run_dir.name}")
         self.ckpt_path = Path(cfg.checkpoint) if cfg.checkpoint else latest_checkpoint(self.run_dir / "checkpoints")

@@ -142,11 +142,11 @@ class Viewer:
         fov, aspect = fov_y_of(split.intrinsics), split.width / split.height
         self.frusta = []
         # the browser starts at camera 0: its frustum would fill the view with its own photo, so it is left out
+        step = max(1, math.ceil(max(split.height, split.width) / 64))  # small thumbnails
         n_show = min(len(split) - 1, int(self.cfg.max_cameras))
         for k in np.linspace(1, len(split) - 1, n_show).round().astype(int) if n_show > 0 else []:
             wxyz, position = viewer_pose(c2w[k])
             image = split.composited(int(k), self.background.cpu())
-            step = max(1, math.ceil(max(split.height, split.width) / 64))  # small thumbnails
             self.frusta.append(scene.add_camera_frustum(
                 f"/cameras/{k:04d}", fov=fov, aspect=aspect, scale=0.05 * spread, color=(40, 90, 200),
                 thickness=1.5, thickness_units="screen",  # thin at any distance: they must not hide the scene
@@ -209,10 +209,14 @@ class Viewer:
 
     def set_stats(self, text: str) -> None:
         """The panel's status text (only sent while a browser is connected)."""
-        if self.clients:
+        if self.clients and text != self.stats.content:  # the view command's idle loop repeats itself
             self.stats.content = text
 
     # -- rendering ----------------------------------------------------------------------------------------------
+    def _levels(self, request: ViewRequest) -> list[int]:
+        return levels(int(self.cfg.moving_resolution), int(self.max_resolution.value),
+                      max(request.canvas_w, request.canvas_h))
+
     def _next_job(self, view: ClientView, now: float) -> RenderJob | None:
         """The render ``view`` needs next, or None: a new camera starts coarse, a resting one refines level by
         level while the predicted time of the next level fits ``viewer.frame_budget_s``, a finished one is
@@ -220,8 +224,7 @@ class Viewer:
         request, version = view.request, view.version
         if request is None:
             return None
-        steps = levels(int(self.cfg.moving_resolution), int(self.max_resolution.value),
-                       max(request.canvas_w, request.canvas_h))
+        steps = self._levels(request)
         if view.job is not None:
             if view.job_version == version or view.job_level == 0:
                 return view.job  # coarse frames finish even when the camera moved on: something must show
@@ -284,10 +287,7 @@ class Viewer:
         view.client.scene.set_background_image(image, format="jpeg", jpeg_quality=int(self.cfg.jpeg_quality))
         view.job = None
         self.frames_sent += 1
-        self.last_frame = image
-        steps = levels(int(self.cfg.moving_resolution), int(self.max_resolution.value),
-                       max(job.request.canvas_w, job.request.canvas_h))
-        if view.job_level + 1 >= len(steps):
+        if view.job_level + 1 >= len(self._levels(job.request)):
             self._finished(view, time.monotonic())
 
     def _finished(self, view: ClientView, now: float) -> None:
@@ -299,3 +299,11 @@ class Viewer:
 
     def close(self) -> None:
         self.server.stop()
+
+
+def scene_extras(dataset, split: SceneSplit, dataset_cfg) -> tuple[Tensor | None, float | None]:
+    """What a viewer of ``dataset`` draws besides the cameras: its video path (60 poses, where it has one) and the
+    scene box's half size (bounded scenes; none in NDC)."""
+    path = dataset.render_path(60) if hasattr(dataset, "render_path") else None
+    box = split.bounding_box or (dataset_cfg.get("bound") if not split.ndc else None)
+    return path, box
