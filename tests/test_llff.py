@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from hydra.utils import instantiate
 
 from nerfexp.cameras import RayBundle, ndc_rays
 from nerfexp.data import show
 from nerfexp.data.demo import DemoSceneSpec, focal_length, pixel_rays, trace_rays
+from nerfexp.data.images import DatasetError
 from nerfexp.data.llff import LLFFDataset
 from nerfexp.data.render_paths import poses_avg
 from nerfexp.data.writers import forward_facing_poses, surrounding_poses, write_llff_scene
@@ -208,3 +210,23 @@ def test_config_builds_the_dataset_and_show_writes_a_png(forward_scene: Path, tm
     out = show.main(["dataset=llff", f"dataset.root={forward_scene}", "dataset.factor=null",
                      f"out={tmp_path / 'cams.png'}"])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("size, accepted", [((62, 46), True), ((62, 47), True), ((62, 44), False)])
+def test_odd_sized_captures_downscaled_by_floor_or_round_load(tmp_path: Path, size, accepted):
+    """COLMAP's undistorted images have odd sizes: 497x373 / 8 floors to 62x46 (1.2% off the aspect ratio) and
+    rounds to 62x47; both are that picture, 62x44 is another one."""
+    root = write_llff_scene(tmp_path / "odd", replace(SPEC, resolution=16), n_views=3)
+    rows = np.load(root / "poses_bounds.npy")
+    rows[:, 4], rows[:, 9], rows[:, 14] = 373.0, 497.0, 400.0  # poses_bounds' height, width, focal
+    np.save(root / "poses_bounds.npy", rows)
+    for path in (root / "images").iterdir():
+        with Image.open(path) as image:
+            image.resize(size).save(path)
+    if not accepted:
+        with pytest.raises(DatasetError, match="another aspect ratio"):
+            LLFFDataset(root, llffhold=3, n_val=1, **RAW)
+        return
+    dataset = LLFFDataset(root, llffhold=3, n_val=1, **RAW)
+    assert (dataset.intrinsics.width, dataset.intrinsics.height) == size
+    assert dataset.intrinsics.fx == pytest.approx(400.0 * 62 / 497)

@@ -252,9 +252,8 @@ def write_poses_bounds(cameras: dict, path: Path) -> None:
 
 
 def write_downscaled(images: Path, factors: tuple[int, ...] = FACTORS) -> None:
-    """``images_<f>/`` beside ``images/`` for each factor (area averaging, LLFF's layout). Sizes are floored, not
-    rounded as :func:`nerfexp.data.llff.minify` rounds them: undistorted images have odd sizes (e.g. 498x373), and a
-    rounded 62x47 differs from the file's aspect ratio by more than the LLFF loader's 1% check allows."""
+    """``images_<f>/`` beside ``images/`` for each factor (area averaging, LLFF's layout; sizes floored, which the
+    LLFF loader accepts as it accepts rounded ones: :func:`nerfexp.data.llff.same_picture`)."""
     for factor in factors:
         out = images.parent / f"{images.name}_{factor}"
         out.mkdir(exist_ok=True)

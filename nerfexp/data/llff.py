@@ -147,6 +147,16 @@ def normalise_poses(c2w: np.ndarray, bounds: np.ndarray, bd_factor: float | None
     return PosesInScene(c2w, bounds, world_to_scene, scale, circle)
 
 
+def same_picture(width: int, height: int, file_w: float, file_h: float) -> bool:
+    """Whether a ``width x height`` image can be a downscaled copy of a ``file_w x file_h`` one: the aspect ratio
+    within 1%, or each side within the pixel that rounding or flooring it cost (497x373 / 8 is 62x46 floored, 62x47
+    rounded; the first differs from 497/373 by 1.2%)."""
+    if abs(width / height - file_w / file_h) <= 0.01 * file_w / file_h:
+        return True
+    # the width lost up to one pixel too, which moves the height it implies by file_h / file_w
+    return abs(height - file_h * width / file_w) < 1.0 + file_h / file_w
+
+
 def minify(src: Path, dst: Path, factor: int, workers: int = 4) -> None:
     """Write every image of ``src`` shrunk by ``factor`` (Pillow box filter = area average) as PNG into ``dst``.
 
@@ -230,7 +240,7 @@ class LLFFDataset:
         self.image_paths = self._image_paths(len(c2w))
         width, height = check_same_size(self.image_paths)
         file_h, file_w, file_focal = hwf
-        if abs(width / height - file_w / file_h) > 0.01 * file_w / file_h:
+        if not same_picture(width, height, file_w, file_h):
             raise DatasetError(f"{self.image_paths[0]}: image is {width}x{height} pixels, but {POSES_FILE} gives "
                                f"{file_w:g}x{file_h:g} (width x height): another aspect ratio")
         focal = float(file_focal * width / file_w)
