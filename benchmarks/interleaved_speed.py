@@ -8,6 +8,10 @@ a few warm-up steps (kernel builds, first allocations), then the workers take tu
 ``--slices`` times, the first tree first in even slices and second in odd ones. Both trees are at the same training
 step in every slice, so each slice gives a paired ratio (an occupancy grid empties as training goes on, and a shared
 machine's load drifts: both cancel in the pair). The table reports median steps/s and the median paired ratio.
+Two names may share one checkout and differ by config overrides:
+
+    python benchmarks/interleaved_speed.py --tree pass=. --tree f2b=. --override pass=sampler.early_stop=density_pass \
+        --preset lego_fast --root ../shared/data/nerf_synthetic/lego
 """
 from __future__ import annotations
 
@@ -23,11 +27,11 @@ WORKER = r'''
 import sys, time
 from pathlib import Path
 from hydra import compose, initialize_config_dir
-preset, root, run_dir, warmup = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+preset, root, run_dir, warmup, extra = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:]
 with initialize_config_dir(config_dir=str(Path("conf").resolve()), version_base="1.3"):
     cfg = compose("train", overrides=[f"experiment={preset}", f"dataset.root={root}", "logger=none",
                                       "trainer.val_every=0", "trainer.ckpt_every=0", "trainer.ckpt_every_s=null",
-                                      "trainer.eval_at_end=false", "trainer.max_time_s=null"])
+                                      "trainer.eval_at_end=false", "trainer.max_time_s=null", *extra])
 try:
     from nerfexp.runtime.allocator import keep_freed_memory
 except ImportError:  # checkouts before the runtime/ package
@@ -47,12 +51,14 @@ for line in sys.stdin:
 '''
 
 
-def start_worker(tree: Path, preset: str, root: Path, run_dir: Path, warmup: int) -> subprocess.Popen:
+def start_worker(tree: Path, preset: str, root: Path, run_dir: Path, warmup: int,
+                 overrides: list[str]) -> subprocess.Popen:
     # each checkout builds its C++ kernels in its own folder: torch names the module alike in both, and two trees
     # with different kernel sources would otherwise rebuild it under each other
     folder = "torch_extensions_" + str(tree.resolve()).strip("/").replace("/", "_")
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(run_dir.parent / folder)}
-    proc = subprocess.Popen([sys.executable, "-c", WORKER, preset, str(root), str(run_dir), str(warmup)], cwd=tree,
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, preset, str(root), str(run_dir), str(warmup), *overrides],
+                            cwd=tree,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=env)
     if proc.stdout.readline().strip() != "ready":
@@ -74,14 +80,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20, help="training steps per slice")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--root", type=Path, required=True, help="the dataset root the presets train on")
+    parser.add_argument("--override", action="append", default=[],
+                        help="name=key=value: a config override for one tree's runs (two names may share a "
+                             "checkout and differ by overrides)")
     args = parser.parse_args(argv)
+    overrides: dict[str, list[str]] = {}
+    for item in args.override:
+        name, _, override = item.partition("=")
+        overrides.setdefault(name, []).append(override)
     (first, first_tree), (second, second_tree) = [(n, Path(p).resolve()) for n, _, p in
                                                   (t.partition("=") for t in args.tree)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.preset:
             workers = {name: start_worker(tree, preset, args.root.resolve(), Path(tmp) / f"{name}-{preset}",
-                                          args.warmup)
+                                          args.warmup, overrides.get(name, []))
                        for name, tree in ((first, first_tree), (second, second_tree))}
             rates: dict[str, list[float]] = {first: [], second: []}
             for k in range(args.slices):

@@ -39,3 +39,29 @@ def test_hashgrid_occupancy_training_raises_psnr_and_prunes(demo_cache, tmp_path
     pipeline = restore_run(eval_cfg)[2]
     assert torch.equal(pipeline.sampler.occupied, sampler.occupied)
     assert not pipeline.sampler.occupied.all()
+
+
+def test_rendering_front_to_back_gives_the_density_pass_images():
+    """Evaluation queries marched samples front to back; the image is the one the density pass gives, from the
+    same kept samples (the field counts the same points)."""
+    from nerfexp.cameras import RayBundle
+    from nerfexp.pipelines.build import build_pipeline
+
+    torch.manual_seed(0)
+    cfg = compose_train(FAST + ["field.density_bias=1.0", "+encoder.position.init_scale=1.0"])
+    pipeline = build_pipeline(cfg).eval()
+    n = 512
+    origins = torch.nn.functional.normalize(torch.randn(n, 3), dim=-1) * 3.0
+    dirs = torch.nn.functional.normalize(torch.randn(n, 3) * 0.3 - origins, dim=-1)
+    rays = RayBundle(origins, dirs, dirs, torch.full((n, 1), 0.5), torch.full((n, 1), 6.0))
+    outs, counts = {}, {}
+    for front_to_back in (False, True):
+        pipeline.sampler.front_to_back = front_to_back
+        before = int(pipeline.points_queried)
+        outs[front_to_back] = pipeline.render_rays_chunked(rays, torch.ones(3), chunk=200)
+        counts[front_to_back] = int(pipeline.points_queried) - before
+    stopped = (outs[True]["acc"] > 1 - 1e-4).float().mean()
+    assert 0.2 < stopped < 0.8, stopped  # about half the rays turn opaque on the way: the early stop matters
+    for key in ("rgb", "depth", "acc"):
+        torch.testing.assert_close(outs[True][key], outs[False][key], rtol=1e-4, atol=1e-5)
+    assert counts[True] == counts[False] > 0

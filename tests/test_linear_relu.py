@@ -33,3 +33,17 @@ def test_input_without_gradient_and_layer_without_bias():
     ref = F.relu(x @ layer.weight.t())
     assert torch.allclose(out, ref, atol=1e-6)
     assert torch.allclose(gw, ((ref > 0).float()).t() @ x, atol=1e-5)
+
+
+def test_relu_mlp_fuses_each_pair_and_keeps_the_sequential_keys(monkeypatch):
+    torch.manual_seed(2)
+    layers = [torch.nn.Linear(6, 16), torch.nn.ReLU(inplace=True), torch.nn.Linear(16, 16), torch.nn.ReLU(inplace=True),
+              torch.nn.Linear(16, 4)]
+    plain = torch.nn.Sequential(*layers)
+    fused = lr.ReLUMLP(*layers)
+    assert list(fused.state_dict()) == list(plain.state_dict())  # checkpoints of either load into the other
+    calls = []
+    monkeypatch.setattr(lr, "linear_relu", lambda x, layer: calls.append(layer) or F.relu(layer(x)))
+    x = torch.randn(3, 20, 6)
+    torch.testing.assert_close(fused(x), plain(x))
+    assert calls == [layers[0], layers[2]]  # the two hidden pairs went through the fused op, the output layer not

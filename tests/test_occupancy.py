@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from nerfexp.cameras import RayBundle, ray_box
 from nerfexp.renderers.volume import composite
+from nerfexp.samplers.front_to_back import query_front_to_back
 from nerfexp.samplers.occupancy import OccupancySampler, compact
 
 
@@ -67,14 +69,18 @@ def test_constant_density_slab_composites_to_analytic_opacity():
     assert torch.allclose(out["acc"], torch.full((2,), expected), atol=0.01)
 
 
-def test_opaque_wall_stops_marching():
-    sampler = OccupancySampler(bound=1.0, resolution=8, diagonal_steps=256, early_stop_eps=1e-4)
+@pytest.mark.parametrize("training", [True, False])
+def test_opaque_wall_stops_marching(training: bool):
+    # in training (and with front_to_back=false when rendering) the sampler's own density pass drops the samples
+    sampler = OccupancySampler(bound=1.0, resolution=8, diagonal_steps=256, early_stop_eps=1e-4, perturb=False,
+                               front_to_back=False)
 
     def wall(p):  # very dense for z < 0.5
         return torch.where(p[..., 2] < 0.5, 1e4, 0.0) * torch.ones(p.shape[:-1])
 
     rays = rays_down_z([(0.0, 0.0)])
-    s = sampler.sample(rays, False, wall)
+    s = sampler.sample(rays, training, wall)
+    assert s.early_stop_eps is None  # nothing left for the pipeline to drop
     z = (rays.origins[:, None, 2] + rays.directions[:, None, 2] * s.t)[s.mask]
     assert z.min() > 0.45  # nothing sampled far behind the wall's front
     # the (never updated, all occupied) grid keeps the empty samples from z = 1 down to the wall, then one more
@@ -125,3 +131,54 @@ def test_cpu_kernel_marches_the_same_samples():
     assert ref.mask.any()
     assert torch.equal(ref.mask, fast.mask)
     assert torch.allclose(ref.t[ref.mask], fast.t[fast.mask], atol=1e-6)
+
+
+def slab_and_ball(p: torch.Tensor) -> torch.Tensor:
+    """Density: an opaque slab at z in [0.1, 0.2], a ball of radius 0.3 at (0.4, 0, 0.55) that rays cross with
+    transmittance 1e-5 or less near its middle and far more near its rim, faint fog elsewhere."""
+    slab = ((p[..., 2] > 0.1) & (p[..., 2] < 0.2)).float() * 150.0
+    ball = ((p - torch.tensor([0.4, 0.0, 0.55])).norm(dim=-1) < 0.3).float() * 20.0
+    return slab + ball + 0.05
+
+
+def test_front_to_back_keeps_the_samples_the_density_pass_keeps_and_queries_few_more():
+    torch.manual_seed(0)
+    xy = (torch.rand(64, 2) * 1.6 - 0.8).tolist()
+    rays = rays_down_z([tuple(v) for v in xy])
+    by_pass = OccupancySampler(bound=1.0, resolution=8, diagonal_steps=128, front_to_back=False)
+    marched = OccupancySampler(bound=1.0, resolution=8, diagonal_steps=128)
+    expected = by_pass.sample(rays, False, slab_and_ball)
+    samples = marched.sample(rays, False, slab_and_ball)
+    assert samples.early_stop_eps == 1e-4 and samples.mask.sum() > 2 * expected.mask.sum()  # not yet dropped
+    queried = []
+
+    def query(rows, cols):
+        pts = rays.points(samples.t[rows, cols], rows)
+        queried.append(len(rows))
+        return pts.abs(), slab_and_ball(pts)  # any colour that differs from sample to sample
+
+    block = 4
+    kept, rgb, density = query_front_to_back(samples, query, 1e-4, block=block)
+    assert torch.equal(kept.mask, expected.mask)
+    assert torch.allclose(kept.t[kept.mask], expected.t[expected.mask])
+    assert torch.equal(kept.deltas, expected.deltas)
+    # a query at every kept sample and at most one block more per ray, far fewer than the density pass's
+    assert sum(queried) <= int(expected.mask.sum()) + block * len(rays)
+    assert sum(queried) < 0.6 * int(samples.mask.sum())
+    pts = rays.points(expected.t)
+    torch.testing.assert_close(density, slab_and_ball(pts) * expected.mask)
+    torch.testing.assert_close(rgb, pts.abs() * expected.mask[..., None])
+
+
+def test_front_to_back_in_a_uniform_medium_stops_where_transmittance_reaches_eps():
+    sigma, eps = 5.0, 1e-3
+    sampler = OccupancySampler(bound=1.0, resolution=4, diagonal_steps=400, early_stop_eps=eps)
+    rays = rays_down_z([(0.0, 0.0), (0.5, 0.5)])
+    samples = sampler.sample(rays, False, lambda p: torch.full(p.shape[:-1], sigma))
+    step = sampler.step_size
+    kept, _, density = query_front_to_back(
+        samples, lambda rows, cols: (torch.zeros(len(rows), 3), torch.full((len(rows),), sigma)), eps, block=3)
+    # the k-th sample (from 0) sees transmittance exp(-sigma * k * step): kept while that is above eps
+    n_kept = math.ceil(-math.log(eps) / (sigma * step))
+    assert kept.mask.sum(1).tolist() == [n_kept, n_kept]
+    assert (density[kept.mask] == sigma).all() and (density[~kept.mask] == 0).all()

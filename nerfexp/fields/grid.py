@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from nerfexp.config import check_number
 from nerfexp.encoders.tcnn_support import check_backend, require_tcnn, tcnn_available
+from nerfexp.fields.linear_relu import ReLUMLP
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def mlp(in_dim: int, hidden: int, n_hidden: int, out_dim: int, backend: str = "t
         layers += [nn.Linear(dim, hidden), nn.ReLU(inplace=True)]
         dim = hidden
     layers.append(nn.Linear(dim, out_dim))
-    return nn.Sequential(*layers)
+    return ReLUMLP(*layers)
 
 
 class GridField(nn.Module):

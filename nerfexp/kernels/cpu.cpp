@@ -68,38 +68,80 @@ Levels levels_of(const torch::Tensor& scales, const torch::Tensor& res, const to
                 offsets.data_ptr<int64_t>(), scales.size(0), dense_levels};
 }
 
+// (A, B, F) -> (B, A, F) for contiguous float data, in tiles of 64 x 64 (A x B) that threads share out: inside a
+// tile reads and writes run along short contiguous stretches (torch's strided copy of the same permute ran at under
+// 1 GB/s). Levels x points for the forward pass, points x levels for the backward.
+torch::Tensor swap_leading(const torch::Tensor& src, int64_t a, int64_t b, int64_t f) {
+  auto out = torch::empty({b, a * f}, src.options());
+  const float* s = src.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  constexpr int64_t kTile = 64;
+  const int64_t tiles_a = (a + kTile - 1) / kTile, tiles_b = (b + kTile - 1) / kTile;
+#pragma omp parallel for schedule(static)
+  for (int64_t tile = 0; tile < tiles_a * tiles_b; ++tile) {
+    const int64_t j0 = (tile % tiles_a) * kTile, i0 = (tile / tiles_a) * kTile;
+    const int64_t j1 = std::min(a, j0 + kTile), i1 = std::min(b, i0 + kTile);
+    for (int64_t i = i0; i < i1; ++i) {
+      for (int64_t j = j0; j < j1; ++j) {
+        const float* from = s + (j * b + i) * f;
+        float* to = o + (i * a + j) * f;
+        for (int64_t k = 0; k < f; ++k) to[k] = from[k];
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 // One level of the forward pass: F features per table row, accumulated in registers (written through a pointer
-// the compiler must assume aliases the table, which measured 2x slower).
+// the compiler must assume aliases the table, which measured 2x slower). The corners of the point kAhead places
+// on are computed and prefetched before this point's rows are read: the rows of hashed levels are random reads
+// into tables larger than L2, and waiting for each in turn is what bounds this loop.
 template <int F>
 void forward_level(const Levels& lv, int64_t l, int64_t n, const float* xp, const float* tp, float* op) {
-  int64_t rows[8];
-  float w[8];
+  constexpr int64_t kAhead = 8;
+  int64_t rows[kAhead][8];
+  float w[kAhead][8];
+  auto fetch = [&](int64_t i) {
+    const int64_t s = i % kAhead;
+    corners(lv, l, xp + 3 * i, rows[s], w[s]);
+    for (int c = 0; c < 8; ++c) __builtin_prefetch(tp + rows[s][c] * F);
+  };
+  for (int64_t i = 0; i < std::min(n, kAhead); ++i) fetch(i);
   for (int64_t i = 0; i < n; ++i) {
-    corners(lv, l, xp + 3 * i, rows, w);
+    const int64_t s = i % kAhead;
     float acc[F] = {};
     for (int c = 0; c < 8; ++c) {
-      const float* t = tp + rows[c] * F;
-      for (int f = 0; f < F; ++f) acc[f] += w[c] * t[f];
+      const float* t = tp + rows[s][c] * F;
+      for (int f = 0; f < F; ++f) acc[f] += w[s][c] * t[f];
     }
     float* o = op + (l * n + i) * F;
     for (int f = 0; f < F; ++f) o[f] = acc[f];
+    if (i + kAhead < n) fetch(i + kAhead);
   }
 }
 
 template <int F>
 void backward_level(const Levels& lv, int64_t l, int64_t n, const float* xp, const float* gp, float* tp) {
-  int64_t rows[8];
-  float w[8];
+  constexpr int64_t kAhead = 8;  // as in forward_level: the rows of points ahead are fetched while this one adds
+  int64_t rows[kAhead][8];
+  float w[kAhead][8];
+  auto fetch = [&](int64_t i) {
+    const int64_t s = i % kAhead;
+    corners(lv, l, xp + 3 * i, rows[s], w[s]);
+    for (int c = 0; c < 8; ++c) __builtin_prefetch(tp + rows[s][c] * F, 1);
+  };
+  for (int64_t i = 0; i < std::min(n, kAhead); ++i) fetch(i);
   for (int64_t i = 0; i < n; ++i) {
-    corners(lv, l, xp + 3 * i, rows, w);
+    const int64_t s = i % kAhead;
     float g[F];
     for (int f = 0; f < F; ++f) g[f] = gp[(l * n + i) * F + f];
     for (int c = 0; c < 8; ++c) {
-      float* t = tp + rows[c] * F;
-      for (int f = 0; f < F; ++f) t[f] += w[c] * g[f];
+      float* t = tp + rows[s][c] * F;
+      for (int f = 0; f < F; ++f) t[f] += w[s][c] * g[f];
     }
+    if (i + kAhead < n) fetch(i + kAhead);
   }
 }
 
@@ -129,7 +171,7 @@ torch::Tensor hash_forward(torch::Tensor x, torch::Tensor table, torch::Tensor s
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t l = 0; l < lv.n_levels; ++l) forward_level<decltype(F)::value>(lv, l, n, xp, tp, op);
   });
-  return out.permute({1, 0, 2}).reshape({n, lv.n_levels * f_dim});
+  return swap_leading(out, lv.n_levels, n, f_dim);
 }
 
 torch::Tensor hash_backward(torch::Tensor grad_out, torch::Tensor x, int64_t table_rows, torch::Tensor scales,
@@ -137,7 +179,7 @@ torch::Tensor hash_backward(torch::Tensor grad_out, torch::Tensor x, int64_t tab
   x = x.contiguous();
   const Levels lv = levels_of(scales, res, sizes, offsets, dense_levels);
   const int64_t n = x.size(0), out_dim = grad_out.size(1), f_dim = out_dim / lv.n_levels;
-  const auto grad_lm = grad_out.reshape({n, lv.n_levels, f_dim}).permute({1, 0, 2}).contiguous();
+  const auto grad_lm = swap_leading(grad_out.contiguous(), n, lv.n_levels, f_dim);  // (L, N * F)
   auto grad_table = torch::empty({table_rows, f_dim}, grad_out.options());
   const float* xp = x.data_ptr<float>();
   const float* gp = grad_lm.data_ptr<float>();

@@ -32,8 +32,9 @@ class Pipeline(nn.Module):
         super().__init__()
         self.pos_encoder, self.dir_encoder = pos_encoder, dir_encoder
         self.sampler, self.renderer = sampler, renderer
-        # throughput counters since construction: rays rendered, and field queries at samples (every pass; a
-        # sampler's own pruning queries excluded), kept as a tensor sum so counting never waits for a GPU: int() it
+        # throughput counters since construction: rays rendered, and samples the field was queried at and the
+        # renderer composited (every pass; a sampler's own density pass and the few samples a front-to-back query
+        # looks at behind opaque matter are not counted), kept as a tensor sum so counting never waits for a GPU
         self.rays_rendered, self.points_queried = 0, 0
 
     # -- what a model defines --------------------------------------------------------------------------------
@@ -89,10 +90,10 @@ class Pipeline(nn.Module):
                     background = background[samples.ray_index]
                 ray_index = samples.ray_index if ray_index is None else ray_index[samples.ray_index]
                 samples.ray_index = None
+            field_out = self.query(self.field_for_pass(k), rays, samples, training)  # may narrow samples.mask
             self.points_queried = self.points_queried + (samples.mask.sum() if samples.mask is not None
                                                          else samples.t.numel())
-            out = self.renderer(self.query(self.field_for_pass(k), rays, samples, training), samples, rays,
-                                background, training)
+            out = self.renderer(field_out, samples, rays, background, training)
             out["t"] = samples.t
             previous = RenderedPass(samples, out["weights"])
             if trace is not None:

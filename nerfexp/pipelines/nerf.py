@@ -8,6 +8,7 @@ from nerfexp.cameras import RayBundle
 from nerfexp.fields.base import FieldOutputs
 from nerfexp.pipelines.base import Pipeline
 from nerfexp.samplers.base import GeometryFn, RaySamples
+from nerfexp.samplers.front_to_back import query_front_to_back
 
 
 class NeRFPipeline(Pipeline):
@@ -53,6 +54,8 @@ class NeRFPipeline(Pipeline):
         if samples.mask is None:
             rgb, sigma = field(self.pos_encoder(rays.points(samples.t)), d_enc, density_noise_std=noise)
             return FieldOutputs(rgb=rgb, density=sigma)
+        if samples.early_stop_eps is not None:
+            return self.query_front_to_back(field, rays, samples, d_enc, noise)
         rows, cols = samples.mask.nonzero(as_tuple=True)
         pts = rays.points(samples.t[rows, cols], rows)
         # each kept sample as a one-sample "ray", so every field's (R, S, D) interface applies unchanged
@@ -62,6 +65,21 @@ class NeRFPipeline(Pipeline):
                                                                                               rgb_kept[:, 0])
         sigma = torch.zeros(shape, dtype=sigma_kept.dtype, device=sigma_kept.device).index_put((rows, cols),
                                                                                                sigma_kept[:, 0])
+        return FieldOutputs(rgb=rgb, density=sigma)
+
+    def query_front_to_back(self, field: nn.Module, rays: RayBundle, samples: RaySamples, d_enc: Tensor,
+                            noise: float) -> FieldOutputs:
+        """Query the marched ``samples`` front to back, stopping each ray where it turns opaque; ``samples``
+        becomes the kept ones, packed to the front (see :mod:`nerfexp.samplers.front_to_back`)."""
+
+        def at(rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
+            pts = rays.points(samples.t[rows, cols], rows)
+            rgb, sigma = field(self.pos_encoder(pts).unsqueeze(1), d_enc[rows], density_noise_std=noise)
+            return rgb[:, 0], sigma[:, 0]
+
+        kept, rgb, sigma = query_front_to_back(samples, at, samples.early_stop_eps, samples.alpha_threshold)
+        # the caller's samples become the kept ones (the renderer composites those; the count is theirs)
+        samples.t, samples.deltas, samples.mask, samples.early_stop_eps = kept.t, kept.deltas, kept.mask, None
         return FieldOutputs(rgb=rgb, density=sigma)
 
     def point_colors(self, pts: Tensor, view_dirs: Tensor) -> Tensor:

@@ -55,6 +55,10 @@ class RaySamples:
         mask: ``(R, S)`` bool, the valid samples; None when every sample is valid.
         importance: ``(R, S)`` bool, samples placed by importance sampling (plots tell them apart); or None.
         ray_index: ``(R,)`` which input rays these rows are, when the sampler kept only some (a sample budget).
+        early_stop_eps: when set, samples behind transmittance below it are still to be dropped: the pipeline
+            queries them front to back (:func:`nerfexp.samplers.front_to_back.query_front_to_back`) and narrows
+            ``mask`` and ``deltas`` to those kept.
+        alpha_threshold: with ``early_stop_eps``, samples whose own opacity is at or below this are dropped too.
     """
 
     t: Tensor
@@ -62,6 +66,8 @@ class RaySamples:
     mask: Tensor | None = None
     importance: Tensor | None = None
     ray_index: Tensor | None = None
+    early_stop_eps: float | None = None
+    alpha_threshold: float = 0.0
 
     @classmethod
     def along(cls, rays: RayBundle, t: Tensor, importance: Tensor | None = None) -> "RaySamples":

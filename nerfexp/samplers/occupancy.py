@@ -42,8 +42,13 @@ class OccupancySampler(nn.Module):
         ema_decay: per update after warm-up, a cell's density is ``max(decay * old, new)`` (in warm-up: ``new``).
         update_every: steps between grid updates in training.
         warmup_steps: before this step every cell is re-evaluated; after it a quarter at random plus the occupied.
-        early_stop_eps: drop samples behind transmittance below this (evaluated without gradients first).
+        early_stop_eps: drop samples behind transmittance below this.
         alpha_threshold: drop samples whose own opacity is below this.
+        front_to_back: when rendering (not training), the pipeline queries the marched samples a few per ray at a
+            time and stops each ray where it turns opaque (:mod:`nerfexp.samplers.front_to_back`): one field query
+            per kept sample. Otherwise, and always in training, a no-gradient density query at every marched sample
+            finds the kept ones first (in training's small batches the rounds cost more than they save: measured
+            0.65x the steps/s on lego_fast). Both keep the same samples.
         perturb: jitter the first step per ray in training.
         max_batch_samples: in training, keep only as many rays (in batch order, which is random) as fit this many
             samples, so early steps, before the grid has emptied, cost no more than later ones (null: no cap).
@@ -56,7 +61,8 @@ class OccupancySampler(nn.Module):
     def __init__(self, bound: float = 1.5, resolution: int = 64, diagonal_steps: int = 512,
                  render_step_size: float | None = None, occ_threshold: float = 0.01, ema_decay: float = 0.95,
                  update_every: int = 16, warmup_steps: int = 256, early_stop_eps: float = 1e-4, alpha_threshold: float = 0.0,
-                 perturb: bool = True, max_batch_samples: int | None = None, cpu_kernel: bool = True):
+                 perturb: bool = True, max_batch_samples: int | None = None, cpu_kernel: bool = True,
+                 front_to_back: bool = True):
         super().__init__()
         check_number("bound", bound, float, low=0, low_open=True)
         for key, value, low in (("resolution", resolution, 1), ("diagonal_steps", diagonal_steps, 1),
@@ -75,9 +81,17 @@ class OccupancySampler(nn.Module):
         self.early_stop_eps, self.alpha_threshold, self.perturb = early_stop_eps, alpha_threshold, perturb
         self.max_batch_samples = max_batch_samples
         self.use_cpu_kernel = cpu_kernel
+        self.front_to_back = bool(front_to_back)
         self.register_buffer("density", torch.zeros(self.resolution ** 3))
         self.register_buffer("occupied", torch.ones(self.resolution ** 3, dtype=torch.bool))
-        self.last_samples_per_ray = 0.0
+        self._last: RaySamples | None = None  # the last batch's samples (their mask narrows after a front-to-back query)
+
+    @property
+    def last_samples_per_ray(self) -> float:
+        """Samples per ray the last batch kept."""
+        if self._last is None:
+            return 0.0
+        return float(self._last.mask.sum()) / max(len(self._last.mask), 1)
 
     # -- the grid -------------------------------------------------------------------------------------------------
     def cell_index(self, pts: Tensor) -> Tensor:
@@ -144,10 +158,14 @@ class OccupancySampler(nn.Module):
             fits[0] = True
             kept = fits.nonzero().squeeze(-1)
             rays, t, mask, dt = rays[kept], t[kept], mask[kept], dt[kept]
-        if self.early_stop_eps > 0 or self.alpha_threshold > 0:
+        stops = self.early_stop_eps > 0 or self.alpha_threshold > 0
+        if stops and (training or not self.front_to_back):
             t, mask = self.prune_opaque(rays, t, mask, geometry_fn)
-        self.last_samples_per_ray = float(mask.sum()) / max(len(rays), 1)
-        return RaySamples(t, mask * self.step_size, mask=mask, ray_index=kept)
+        samples = RaySamples(t, mask * self.step_size, mask=mask, ray_index=kept)
+        if stops and not training and self.front_to_back:  # the pipeline queries them front to back
+            samples.early_stop_eps, samples.alpha_threshold = self.early_stop_eps, self.alpha_threshold
+        self._last = samples
+        return samples
 
     def march_torch(self, rays: RayBundle, t0: Tensor, t1: Tensor, dt: Tensor,
                     offset: Tensor) -> tuple[Tensor, Tensor]:
