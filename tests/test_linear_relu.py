@@ -47,3 +47,13 @@ def test_relu_mlp_fuses_each_pair_and_keeps_the_sequential_keys(monkeypatch):
     x = torch.randn(3, 20, 6)
     torch.testing.assert_close(fused(x), plain(x))
     assert calls == [layers[0], layers[2]]  # the two hidden pairs went through the fused op, the output layer not
+
+
+def test_linear_without_gradients_is_the_layer():
+    torch.manual_seed(3)
+    layer = torch.nn.Linear(35, 64)
+    x = torch.randn(2, 100, 35)
+    with torch.no_grad():
+        torch.testing.assert_close(lr.linear(x, layer), layer(x))
+    out = lr.linear(x, layer)  # with gradients: the layer itself, so they flow
+    assert out.grad_fn is not None

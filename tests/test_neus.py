@@ -171,3 +171,34 @@ def test_sharpness_is_learned():
     renderer = NeuSRenderer(init_variance=0.3)
     assert math.isclose(renderer.inv_s().item(), math.exp(3.0), rel_tol=1e-5)
     assert renderer.variance.requires_grad
+
+
+def test_interpolated_section_sdf_is_exact_for_a_linear_field():
+    from nerfexp.samplers.neus import interpolate_between
+
+    t = torch.tensor([[0.0, 1.0, 3.0, 4.0]])
+    t_new = torch.tensor([[0.5, 2.0, 3.9, 4.5]])
+    values = 2.0 * t - 1.0
+    torch.testing.assert_close(interpolate_between(t, values, t_new), torch.tensor([[0.0, 3.0, 6.8, 7.0]]))
+
+
+@pytest.mark.parametrize("normals", ["analytic", "finite_difference"])
+def test_rendering_queries_only_the_sections_light_comes_from(normals):
+    """A view is rendered from the sections the renderer can tell light comes from (the SDF the sampler found at
+    their ends): the picture is the one every section gives, from under half the field queries."""
+    cfg = compose_train(["model=neus", "encoder=frequency", "encoder.position.n_freqs=4", f"field.normals={normals}",
+                         "field.init_radius=0.5", "renderer.init_variance=0.6", "sampler.n_samples=64",
+                         "sampler.n_importance=64", "sampler.up_sample_steps=4"])
+    pipeline = build_pipeline(cfg).eval()
+    rays = sphere_rays(32)
+    outs, queried = {}, {}
+    for min_weight in (0.0, 1e-5):
+        pipeline.renderer.render_min_weight = min_weight
+        before = int(pipeline.points_queried)
+        outs[min_weight] = pipeline.render_rays_chunked(rays, torch.ones(3), chunk=64)
+        queried[min_weight] = int(pipeline.points_queried) - before
+    assert queried[0.0] == len(rays) * 128
+    assert queried[1e-5] < 0.5 * queried[0.0]
+    assert outs[0.0]["acc"].min() > 0.95
+    for key in ("rgb", "depth", "acc", "normal"):
+        torch.testing.assert_close(outs[1e-5][key], outs[0.0][key], atol=2e-3, rtol=1e-3)

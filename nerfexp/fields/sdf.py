@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from nerfexp.config import check_number
+from nerfexp.fields.linear_relu import ReLUMLP, linear
 
 NORMAL_MODES = ("analytic", "finite_difference")
 
@@ -67,7 +68,7 @@ class SDFField(nn.Module):
             color += [nn.Linear(dim, color_width), nn.ReLU(inplace=True)]
             dim = color_width
         color.append(nn.Linear(dim, 3))
-        self.color_net = nn.Sequential(*color)
+        self.color_net = ReLUMLP(*color)
 
     @torch.no_grad()
     def _geometric_init(self, radius: float) -> None:
@@ -86,7 +87,7 @@ class SDFField(nn.Module):
         """``pts (..., 3)``, ``x_enc (..., pos_dim)`` -> sdf ``(...)``, feature ``(..., geo_feat_dim)``."""
         h = torch.cat([pts, x_enc], dim=-1)
         for k, layer in enumerate(self.geo_layers):
-            h = layer(h)
+            h = linear(h, layer)
             if k < len(self.geo_layers) - 1:
                 h = self.act(h)
         return h[..., 0], h[..., 1:]

@@ -52,12 +52,34 @@ class SDFPipeline(Pipeline):
         return self.density_fn(self.coarse_field)
 
     def query(self, field: nn.Module, rays: RayBundle, samples: RaySamples, training: bool) -> FieldOutputs:
-        """SDF, gradient and colour at the samples (every sample: SDF samplers keep no mask)."""
+        """SDF, gradient and colour at the samples: every sample in training; when rendering, only the sections
+        the renderer can tell light comes from (:meth:`NeuSRenderer.visible_sections`; the others get no length,
+        so they composite to nothing, and ``samples.mask``)."""
+        visible = None if training or not hasattr(self.renderer, "visible_sections") else \
+            self.renderer.visible_sections(samples)
+        if visible is not None:
+            return self.query_visible(field, rays, samples, visible)
         pts = rays.points(samples.t)
         sdf, feat, grad = field.geometry_with_gradient(pts, self.pos_encoder, training)
         d_enc = self.dir_encoder(rays.viewdirs).unsqueeze(1).expand(*pts.shape[:-1], -1)
         rgb = field.color(pts, torch.nn.functional.normalize(grad, dim=-1), d_enc, feat)
         return FieldOutputs(rgb=rgb, sdf=sdf, gradient=grad)
+
+    def query_visible(self, field: nn.Module, rays: RayBundle, samples: RaySamples, visible: Tensor) -> FieldOutputs:
+        """The field at the ``visible`` ``(R, S)`` samples only; ``samples`` loses the others (zero length,
+        ``mask`` false), and their outputs are zero."""
+        rows, cols = visible.nonzero(as_tuple=True)
+        pts = rays.points(samples.t[rows, cols], rows)
+        sdf, feat, grad = field.geometry_with_gradient(pts, self.pos_encoder, False)
+        rgb = field.color(pts, torch.nn.functional.normalize(grad, dim=-1), self.dir_encoder(rays.viewdirs)[rows],
+                          feat)
+        samples.mask, samples.deltas = visible, samples.deltas * visible
+
+        def full(values: Tensor) -> Tensor:
+            out = torch.zeros(*visible.shape, *values.shape[1:], dtype=values.dtype, device=values.device)
+            return out.index_put((rows, cols), values)
+
+        return FieldOutputs(rgb=full(rgb), sdf=full(sdf), gradient=full(grad))
 
     def point_colors(self, pts: Tensor, view_dirs: Tensor) -> Tensor:
         """Colour ``(N, 3)`` at points ``(N, 3)`` seen along unit ``view_dirs`` (mesh vertex colours)."""

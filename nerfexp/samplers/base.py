@@ -59,6 +59,9 @@ class RaySamples:
             queries them front to back (:func:`nerfexp.samplers.front_to_back.query_front_to_back`) and narrows
             ``mask`` and ``deltas`` to those kept.
         alpha_threshold: with ``early_stop_eps``, samples whose own opacity is at or below this are dropped too.
+        section_sdf: ``(R, S)`` SDF at the start of each sample's section, where an SDF sampler found it on its way
+            (rendering only): a renderer can tell from it which sections no light comes from, before the field
+            is queried there.
     """
 
     t: Tensor
@@ -68,6 +71,7 @@ class RaySamples:
     ray_index: Tensor | None = None
     early_stop_eps: float | None = None
     alpha_threshold: float = 0.0
+    section_sdf: Tensor | None = None
 
     @classmethod
     def along(cls, rays: RayBundle, t: Tensor, importance: Tensor | None = None) -> "RaySamples":

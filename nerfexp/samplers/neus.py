@@ -63,19 +63,22 @@ class NeuSUpSampler(StatelessSampler):
         """Section midpoints ``t (R, n_samples + n_importance)`` with world-unit section lengths; ``geometry_fn``
         maps world points ``(..., 3)`` to their SDF."""
         rays = sphere_near_far(rays, self.bound)
-        t, importance = self.section_starts(rays, geometry_fn, training)
+        t, importance, sdf = self.section_starts(rays, geometry_fn, training)
         # sections between samples; the last one ends where the ray leaves the sphere
         dists = interval_lengths(t, rays.far)
         deltas = dists * rays.directions.norm(dim=-1, keepdim=True)
-        return RaySamples(t + 0.5 * dists, deltas, importance=importance)
+        return RaySamples(t + 0.5 * dists, deltas, importance=importance, section_sdf=None if training else sdf)
 
     @torch.no_grad()
-    def section_starts(self, rays: RayBundle, sdf_fn: GeometryFn, training: bool) -> tuple[Tensor, Tensor]:
-        """Sorted points ``(R, n_samples + n_importance)`` and which of them were up-sampled."""
+    def section_starts(self, rays: RayBundle, sdf_fn: GeometryFn,
+                       training: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Sorted points ``(R, n_samples + n_importance)``, which of them were up-sampled, and the SDF at them
+        (the last round's points interpolated between their neighbours: they are never queried here), or None
+        without up-sampling."""
         t = stratified_t(rays.near, rays.far, self.n_samples, perturb=self.perturb and training)
         upsampled = torch.zeros_like(t, dtype=torch.bool)
         if not self.n_importance:
-            return t, upsampled
+            return t, upsampled, None
         sdf = sdf_fn(rays.points(t))
         per_round = self.n_importance // self.up_sample_steps
         for k in range(self.up_sample_steps):
@@ -83,8 +86,22 @@ class NeuSUpSampler(StatelessSampler):
             inside = torch.maximum(inside[:, 1:], inside[:, :-1])
             alpha = section_alpha(t, sdf, inside, self.base_inv_s * 2 ** k)
             t_new = sample_pdf(t, alpha_weights(alpha), per_round, deterministic=True)
+            if k + 1 < self.up_sample_steps:
+                sdf_new = sdf_fn(rays.points(t_new))
+            else:  # the last round's SDF is not needed for sampling: interpolated for whoever reads it
+                sdf_new = interpolate_between(t, sdf, t_new)
             t, order = torch.sort(torch.cat([t, t_new], dim=-1), dim=-1)
             upsampled = torch.cat([upsampled, torch.ones_like(t_new, dtype=torch.bool)], dim=-1).gather(-1, order)
-            if k + 1 < self.up_sample_steps:  # the last round's SDF is not needed here
-                sdf = torch.cat([sdf, sdf_fn(rays.points(t_new))], dim=-1).gather(-1, order)
-        return t, upsampled
+            sdf = torch.cat([sdf, sdf_new], dim=-1).gather(-1, order)
+        return t, upsampled, sdf
+
+
+def interpolate_between(t: Tensor, values: Tensor, t_new: Tensor) -> Tensor:
+    """``values`` known at sorted ``t`` ``(R, S)``, linearly interpolated at ``t_new`` ``(R, K)`` (held constant
+    outside ``t``'s range)."""
+    hi = torch.searchsorted(t.contiguous(), t_new.contiguous()).clamp(1, t.shape[-1] - 1)
+    lo = hi - 1
+    t_lo, t_hi = t.gather(-1, lo), t.gather(-1, hi)
+    v_lo, v_hi = values.gather(-1, lo), values.gather(-1, hi)
+    frac = ((t_new - t_lo) / (t_hi - t_lo).clamp(min=1e-10)).clamp(0.0, 1.0)
+    return v_lo + frac * (v_hi - v_lo)
