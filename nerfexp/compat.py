@@ -7,7 +7,8 @@ A run dir's ``config.yaml`` is the resolved config of its day. What changed sinc
   extent ``dataset.bound`` (before: ``encoder.position.bound``, ``sampler.bound``, ``renderer.radius``);
 - field sizes share one vocabulary: ``width``/``depth`` (+ ``color_width``/``color_depth``);
 - the occupancy sampler's ``n_samples`` became ``diagonal_steps``; one-pass samplers lost ``n_importance``;
-- ``optim`` names its torch class (``_target_``, ``_partial_``).
+- ``optim`` names its torch class (``_target_``, ``_partial_``);
+- rendering-only keys added since take today's defaults (``ADDED_KEYS``): older runs render as fast as new ones.
 """
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ DROPPED_KEYS = {
     "nerfexp.samplers.occupancy.OccupancySampler": ("n_importance",),
     "nerfexp.samplers.stratified.StratifiedSampler": ("n_importance",),
     "nerfexp.renderers.neus.NeuSRenderer": ("radius",),
+}
+ADDED_KEYS = {  # per _target_: keys that did not exist yet -> today's default
+    "nerfexp.samplers.occupancy.OccupancySampler": {"front_to_back": True},
+    "nerfexp.renderers.neus.NeuSRenderer": {"render_min_weight": 1e-5},
 }
 DEFAULT_BOUND = {"nerfexp.data.dtu.DTUDataset": 1.0, "nerfexp.data.llff.LLFFDataset": 1.0}
 
@@ -59,6 +64,8 @@ def _upgrade_node(node: DictConfig) -> None:
                 node[new] = node.pop(old)
         for key in DROPPED_KEYS.get(target, ()):
             node.pop(key, None)
+        for key, value in ADDED_KEYS.get(target, {}).items():
+            node.setdefault(key, value)
     for key in list(node.keys()):
         child = node.get(key)
         if isinstance(child, DictConfig):
