@@ -159,10 +159,11 @@ class OccupancySampler(nn.Module):
             kept = fits.nonzero().squeeze(-1)
             rays, t, mask, dt = rays[kept], t[kept], mask[kept], dt[kept]
         stops = self.early_stop_eps > 0 or self.alpha_threshold > 0
-        if stops and (training or not self.front_to_back):
+        deferred = stops and not training and self.front_to_back  # the pipeline queries them front to back
+        if stops and not deferred:
             t, mask = self.prune_opaque(rays, t, mask, geometry_fn)
         samples = RaySamples(t, mask * self.step_size, mask=mask, ray_index=kept)
-        if stops and not training and self.front_to_back:  # the pipeline queries them front to back
+        if deferred:
             samples.early_stop_eps, samples.alpha_threshold = self.early_stop_eps, self.alpha_threshold
         self._last = samples
         return samples
