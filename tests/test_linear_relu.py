@@ -1,10 +1,12 @@
 """The fused CPU linear + ReLU equals PyTorch's two ops, values and gradients."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from nerfexp.fields import linear_relu as lr
+from nerfexp.fields.nerf import NeRFField
 
 
 def test_fused_linear_relu_matches_unfused_values_and_gradients():
@@ -13,7 +15,7 @@ def test_fused_linear_relu_matches_unfused_values_and_gradients():
     layer = torch.nn.Linear(7, 16)
     x = torch.randn(4, 50, 7, requires_grad=True)
     out = lr.linear_relu(x, layer)
-    assert out.grad_fn is not None and "FusedLinearReLU" in type(out.grad_fn).__name__
+    assert out.grad_fn is not None and "FusedLinear" in type(out.grad_fn).__name__
     assert (out == 0).float().mean() > 0.2  # a fair share of inactive units, so the ReLU's mask matters
     weight = torch.randn_like(out)
     grads = torch.autograd.grad((out * weight).sum(), [x, layer.weight, layer.bias])
@@ -49,11 +51,73 @@ def test_relu_mlp_fuses_each_pair_and_keeps_the_sequential_keys(monkeypatch):
     assert calls == [layers[0], layers[2]]  # the two hidden pairs went through the fused op, the output layer not
 
 
-def test_linear_without_gradients_is_the_layer():
+def test_linear_is_the_layer_in_values_and_gradients():
     torch.manual_seed(3)
     layer = torch.nn.Linear(35, 64)
     x = torch.randn(2, 100, 35)
     with torch.no_grad():
         torch.testing.assert_close(lr.linear(x, layer), layer(x))
-    out = lr.linear(x, layer)  # with gradients: the layer itself, so they flow
-    assert out.grad_fn is not None
+    x.requires_grad_(True)
+    out = lr.linear(x, layer)
+    assert "FusedLinear" in type(out.grad_fn).__name__  # the oneDNN path, whose backward is written here
+    weight = torch.randn_like(out)
+    grads = torch.autograd.grad((out * weight).sum(), [x, layer.weight, layer.bias])
+    ref_grads = torch.autograd.grad((layer(x) * weight).sum(), [x, layer.weight, layer.bias])
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
+
+
+def test_second_derivatives_refuse_the_fused_op_and_take_the_layer_when_asked():
+    torch.manual_seed(4)
+    layer = torch.nn.Linear(3, 8)
+    x = torch.randn(10, 3, requires_grad=True)
+    (gx,) = torch.autograd.grad(lr.linear(x, layer).sum(), [x], create_graph=True)
+    try:  # a silent zero second derivative would train an eikonal term on nothing
+        gx.sum().backward()
+        raised = False
+    except RuntimeError:
+        raised = True
+    assert raised
+    w = torch.nn.Linear(8, 1)
+    f = lambda p: lr.linear(torch.tanh(lr.linear(p, layer, second_order=True)), w, second_order=True).sum()
+    (g,) = torch.autograd.grad(f(x), [x], create_graph=True)
+    (h,) = torch.autograd.grad(g.pow(2).sum(), [layer.weight])
+    ref = lambda p: w(torch.tanh(layer(p))).sum()
+    (g_ref,) = torch.autograd.grad(ref(x), [x], create_graph=True)
+    (h_ref,) = torch.autograd.grad(g_ref.pow(2).sum(), [layer.weight])
+    torch.testing.assert_close(h, h_ref)
+    assert h.abs().sum() > 0
+
+
+@pytest.mark.parametrize("feature_layer, use_viewdirs", [(False, True), (True, True), (False, False)])
+def test_nerf_field_with_its_heads_in_one_product_is_the_papers_network(feature_layer, use_viewdirs):
+    """The density head and the colour branch's first layer run as one product on stacked weights; the outputs and
+    every parameter's gradient are those of the layers applied one by one."""
+    torch.manual_seed(5)
+    field = NeRFField(63, 27, depth=4, width=32, skips=(1,), use_viewdirs=use_viewdirs, feature_layer=feature_layer,
+                      density_activation="softplus")
+    x, d = torch.randn(5, 7, 63), torch.randn(5, 27)
+
+    def reference():
+        h = x
+        for k, layer in enumerate(field.trunk):
+            h = F.relu(layer(h))
+            if k in field.skips:
+                h = torch.cat([x, h], -1)
+        sigma = F.softplus(field.sigma_head(h).squeeze(-1) - 1.0)
+        if use_viewdirs:
+            h = field.feature(h) if feature_layer else h
+            h = F.relu(field.view_from_point(h) + field.view_from_dir(d).unsqueeze(-2))
+        return torch.sigmoid(field.rgb_head(h)), sigma
+
+    rgb, sigma = field(x, d)
+    assert "FusedLinear" in type(rgb.grad_fn.next_functions[0][0]).__name__ or not use_viewdirs
+    ref_rgb, ref_sigma = reference()
+    torch.testing.assert_close(rgb, ref_rgb)
+    torch.testing.assert_close(sigma, ref_sigma)
+    torch.testing.assert_close(field.density(x), ref_sigma)
+    params = list(field.parameters())
+    grads = torch.autograd.grad(rgb.sum() + 3 * sigma.sum(), params)
+    ref_grads = torch.autograd.grad(ref_rgb.sum() + 3 * ref_sigma.sum(), params)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)

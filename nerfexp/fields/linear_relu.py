@@ -9,43 +9,75 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 _FUSED = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-class _FusedLinearReLU(torch.autograd.Function):
+class _FusedLinear(torch.autograd.Function):
+    """``act(x @ weight.T + bias)`` for ``act`` in {"relu", "none"}, forward and backward as oneDNN products.
+
+    Both products of the backward go through oneDNN too where it is faster: the input gradient ``g @ weight`` runs
+    as a oneDNN linear on the transposed weight (1.4x PyTorch's mm for 65,536 x 96 -> 96 on 2 cores). First-order
+    only: second derivatives (an SDF's eikonal term through analytic normals) must use PyTorch's layer.
+    """
+
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        out = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu", [], "")
-        ctx.save_for_backward(x, weight, out)
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, act: str) -> Tensor:
+        out = torch.ops.mkldnn._linear_pointwise(x, weight, bias, act, [], "")
+        ctx.save_for_backward(x, weight, out if act == "relu" else None)
         ctx.has_bias = bias is not None
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor):
         x, weight, out = ctx.saved_tensors
-        g = torch.ops.aten.threshold_backward(grad, out, 0)
+        g = grad if out is None else torch.ops.aten.threshold_backward(grad, out, 0)
         g2 = g.reshape(-1, g.shape[-1])
-        grad_x = g @ weight if ctx.needs_input_grad[0] else None
-        grad_w = g2.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
-        grad_b = g2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.mkldnn._linear_pointwise(g, weight.t().contiguous(), None, "none", [], "")
+        if ctx.needs_input_grad[1]:
+            grad_w = g2.t() @ x.reshape(-1, x.shape[-1])
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g2.sum(0)
+        return grad_x, grad_w, grad_b, None
+
+
+def _fusable(x: Tensor, layer: torch.nn.Linear) -> bool:
+    # under autocast PyTorch's layer runs in reduced precision, which the fused float32 op would bypass
+    return (_FUSED and x.device.type == "cpu" and x.dtype == torch.float32 and layer.weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu"))
 
 
 def linear_relu(x: Tensor, layer: torch.nn.Linear) -> Tensor:
     """``relu(layer(x))``; fused on float32 CPU tensors when oneDNN is available, PyTorch's ops otherwise."""
-    if _FUSED and x.device.type == "cpu" and x.dtype == torch.float32 and layer.weight.dtype == torch.float32:
-        return _FusedLinearReLU.apply(x, layer.weight, layer.bias)
+    if _fusable(x, layer):
+        return _FusedLinear.apply(x, layer.weight, layer.bias, "relu")
     return F.relu(layer(x))
 
 
-def linear(x: Tensor, layer: torch.nn.Linear) -> Tensor:
-    """``layer(x)``; without gradients on float32 CPU tensors as one oneDNN call, which adds the bias inside the
-    product (PyTorch's addmm first copies the bias into every output row: a tenth of a NeuS render's time)."""
-    if (_FUSED and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
-            and layer.weight.dtype == torch.float32):
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
+def linear(x: Tensor, layer: torch.nn.Linear, second_order: bool = False) -> Tensor:
+    """``layer(x)`` as one oneDNN call on float32 CPU tensors, which adds the bias inside the product (PyTorch's
+    addmm first copies the bias into every output row: a tenth of a NeuS render's time), with the first-order
+    backward above. ``second_order=True`` keeps PyTorch's layer whenever gradients are on, for callers whose loss
+    differentiates gradients (an SDF's analytic normals)."""
+    if _fusable(x, layer) and not (second_order and torch.is_grad_enabled()):
+        return _FusedLinear.apply(x, layer.weight, layer.bias, "none")
     return layer(x)
+
+
+def linear_heads(x: Tensor, layers: list[torch.nn.Linear]) -> list[Tensor]:
+    """``[layer(x) for layer in layers]`` as one oneDNN product on the layers' stacked weights where :func:`linear`
+    is fused: one pass over ``x`` and one input gradient instead of one per layer plus their sum (a 1-wide density
+    head beside a 48-wide branch: 45 vs 60-90 ms forward + backward for 65,536 points on 2 cores)."""
+    if not all(_fusable(x, layer) for layer in layers) or any(layer.bias is None for layer in layers):
+        return [layer(x) for layer in layers]
+    weight = torch.cat([layer.weight for layer in layers])
+    bias = torch.cat([layer.bias for layer in layers])
+    out = _FusedLinear.apply(x, weight, bias, "none")
+    return list(out.split([layer.out_features for layer in layers], dim=-1))
 
 
 class ReLUMLP(torch.nn.Sequential):

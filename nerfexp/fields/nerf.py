@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nerfexp.config import check_number
-from nerfexp.fields.linear_relu import linear_relu
+from nerfexp.fields.linear_relu import linear, linear_heads, linear_relu
 
 DENSITY_ACTIVATIONS = {
     "relu": F.relu,
@@ -75,9 +75,9 @@ class NeRFField(nn.Module):
                 h = torch.cat([x_enc, h], dim=-1)
         return h
 
-    def raw_density(self, h: Tensor, noise_std: float = 0.0) -> Tensor:
-        """Density from trunk features; ``noise_std`` > 0 adds Gaussian noise before the activation (training)."""
-        raw = self.sigma_head(h).squeeze(-1)
+    def activate_density(self, raw: Tensor, noise_std: float = 0.0) -> Tensor:
+        """Density from the density head's output; ``noise_std`` > 0 adds Gaussian noise before the activation
+        (training)."""
         if noise_std > 0:
             raw = raw + torch.randn_like(raw) * noise_std
         return self.density_act(raw)
@@ -94,14 +94,17 @@ class NeRFField(nn.Module):
             rgb ``(R, S, 3)`` in [0, 1] and sigma ``(R, S)`` >= 0.
         """
         h = self.trunk_features(x_enc)
-        sigma = self.raw_density(h, density_noise_std)
-        if self.use_viewdirs:
-            if self.feature is not None:
-                h = self.feature(h)
-            h = F.relu(self.view_from_point(h) + self.view_from_dir(d_enc).unsqueeze(-2))
-        rgb = torch.sigmoid(self.rgb_head(h))
-        return rgb, sigma
+        # the density head and the colour branch's first layer both read the trunk: one product for the two
+        branch = self.rgb_head if not self.use_viewdirs else self.feature or self.view_from_point
+        raw, h = linear_heads(h, [self.sigma_head, branch])
+        sigma = self.activate_density(raw.squeeze(-1), density_noise_std)
+        if not self.use_viewdirs:
+            return torch.sigmoid(h), sigma
+        if self.feature is not None:
+            h = linear(h, self.view_from_point)
+        h = F.relu(h + self.view_from_dir(d_enc).unsqueeze(-2))
+        return torch.sigmoid(linear(h, self.rgb_head)), sigma
 
     def density(self, x_enc: Tensor) -> Tensor:
         """Density alone, ``(..., pos_dim)`` -> ``(...)`` (for meshes and occupancy grids)."""
-        return self.raw_density(self.trunk_features(x_enc))
+        return self.activate_density(linear(self.trunk_features(x_enc), self.sigma_head).squeeze(-1))

@@ -87,7 +87,7 @@ class SDFField(nn.Module):
         """``pts (..., 3)``, ``x_enc (..., pos_dim)`` -> sdf ``(...)``, feature ``(..., geo_feat_dim)``."""
         h = torch.cat([pts, x_enc], dim=-1)
         for k, layer in enumerate(self.geo_layers):
-            h = linear(h, layer)
+            h = linear(h, layer, second_order=True)
             if k < len(self.geo_layers) - 1:
                 h = self.act(h)
         return h[..., 0], h[..., 1:]
