@@ -2,7 +2,7 @@
 import torch
 
 from nerfexp.cameras import RayBundle
-from nerfexp.samplers.base import RenderedPass
+from nerfexp.samplers.base import RenderedPass, scatter_to_grid
 from nerfexp.samplers.hierarchical import HierarchicalSampler, sample_pdf
 from nerfexp.samplers.stratified import stratified_t
 
@@ -54,3 +54,19 @@ def test_hierarchical_merges_and_concentrates_samples_near_surface():
     mids = 0.5 * (t[:, 1:] + t[:, :-1])
     near_surface = ((tf >= mids[:, 15:16]) & (tf <= mids[:, 16:17])).sum(dim=-1)
     assert (near_surface >= 60).all()  # nearly all 64 importance samples in the two bins around sample 16
+
+
+def test_scatter_to_grid_puts_each_value_at_its_cell_and_passes_gradients_back():
+    torch.manual_seed(0)
+    cells = torch.randperm(6 * 9)[:20]
+    rows, cols = cells // 9, cells % 9
+    values = torch.randn(20, 3, requires_grad=True)
+    grid = scatter_to_grid(values, rows, cols, (6, 9))
+    assert grid.shape == (6, 9, 3)
+    expected = torch.zeros(6, 9, 3)
+    for i in range(20):
+        expected[rows[i], cols[i]] = values[i].detach()
+    assert torch.equal(grid, expected)  # every other cell zero
+    weight = torch.randn(6, 9, 3)
+    (grad,) = torch.autograd.grad((grid * weight).sum(), [values])
+    assert torch.equal(grad, weight[rows, cols])

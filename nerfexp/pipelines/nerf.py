@@ -1,13 +1,12 @@
 """NeRF: density fields (a coarse and, with a two-pass sampler, a fine one) under the volume renderer."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from nerfexp.cameras import RayBundle
 from nerfexp.fields.base import FieldOutputs
 from nerfexp.pipelines.base import Pipeline
-from nerfexp.samplers.base import GeometryFn, RaySamples
+from nerfexp.samplers.base import GeometryFn, RaySamples, scatter_to_grid
 from nerfexp.samplers.front_to_back import query_front_to_back
 
 
@@ -61,10 +60,8 @@ class NeRFPipeline(Pipeline):
         # each kept sample as a one-sample "ray", so every field's (R, S, D) interface applies unchanged
         rgb_kept, sigma_kept = field(self.pos_encoder(pts).unsqueeze(1), d_enc[rows], density_noise_std=noise)
         shape = samples.t.shape
-        rgb = torch.zeros(*shape, 3, dtype=rgb_kept.dtype, device=rgb_kept.device).index_put((rows, cols),
-                                                                                              rgb_kept[:, 0])
-        sigma = torch.zeros(shape, dtype=sigma_kept.dtype, device=sigma_kept.device).index_put((rows, cols),
-                                                                                               sigma_kept[:, 0])
+        rgb = scatter_to_grid(rgb_kept[:, 0], rows, cols, shape)
+        sigma = scatter_to_grid(sigma_kept[:, 0], rows, cols, shape)
         return FieldOutputs(rgb=rgb, density=sigma)
 
     def query_front_to_back(self, field: nn.Module, rays: RayBundle, samples: RaySamples, d_enc: Tensor,

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from nerfexp.cameras import RayBundle
 from nerfexp.fields.base import FieldOutputs
 from nerfexp.pipelines.base import Pipeline
-from nerfexp.samplers.base import GeometryFn, RaySamples
+from nerfexp.samplers.base import GeometryFn, RaySamples, scatter_to_grid
 
 
 class SDFPipeline(Pipeline):
@@ -74,12 +74,9 @@ class SDFPipeline(Pipeline):
         rgb = field.color(pts, torch.nn.functional.normalize(grad, dim=-1), self.dir_encoder(rays.viewdirs)[rows],
                           feat)
         samples.mask, samples.deltas = visible, samples.deltas * visible
-
-        def full(values: Tensor) -> Tensor:
-            out = torch.zeros(*visible.shape, *values.shape[1:], dtype=values.dtype, device=values.device)
-            return out.index_put((rows, cols), values)
-
-        return FieldOutputs(rgb=full(rgb), sdf=full(sdf), gradient=full(grad))
+        shape = visible.shape
+        return FieldOutputs(rgb=scatter_to_grid(rgb, rows, cols, shape), sdf=scatter_to_grid(sdf, rows, cols, shape),
+                            gradient=scatter_to_grid(grad, rows, cols, shape))
 
     def point_colors(self, pts: Tensor, view_dirs: Tensor) -> Tensor:
         """Colour ``(N, 3)`` at points ``(N, 3)`` seen along unit ``view_dirs`` (mesh vertex colours)."""

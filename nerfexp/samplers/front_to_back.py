@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from nerfexp.samplers.base import RaySamples
+from nerfexp.samplers.base import RaySamples, scatter_to_grid
 
 QueryFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # samples (rows, cols) -> rgb (N, 3), density (N,)
 
@@ -67,14 +67,14 @@ def query_front_to_back(samples: RaySamples, query: QueryFn, eps: float, alpha_t
     rows, cols = torch.cat(kept_rows), torch.cat(kept_cols)
     rgb, density = torch.cat(kept_rgb), torch.cat(kept_density)
     # pack each row's kept samples to its front: compositing then runs over (R, K), not the marched (R, S)
-    kept = torch.zeros_like(mask).index_put((rows, cols), torch.ones_like(rows, dtype=torch.bool))
+    kept = scatter_to_grid(torch.ones_like(rows, dtype=torch.bool), rows, cols, mask.shape)
     slot = (kept.cumsum(1) - 1)[rows, cols]
-    k = max(int(kept.sum(1).max()), 1)
+    counts = kept.sum(1)
+    k = max(int(counts.max()), 1)
 
     def packed(values: Tensor) -> Tensor:
-        out = torch.zeros(n_rays, k, *values.shape[1:], dtype=values.dtype, device=values.device)
-        return out.index_put((rows, slot), values)
+        return scatter_to_grid(values, rows, slot, (n_rays, k))
 
     narrowed = RaySamples(packed(samples.t[rows, cols]), packed(samples.deltas[rows, cols]),
-                          mask=packed(torch.ones_like(rows, dtype=torch.bool)), ray_index=samples.ray_index)
+                          mask=torch.arange(k, device=mask.device) < counts[:, None], ray_index=samples.ray_index)
     return narrowed, packed(rgb), packed(density)

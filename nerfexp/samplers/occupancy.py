@@ -15,7 +15,7 @@ from nerfexp.cameras import RayBundle, ray_box
 from nerfexp.config import check_number
 from nerfexp.kernels import cpu_kernels
 from nerfexp.renderers.volume import compositing_weights
-from nerfexp.samplers.base import GeometryFn, RaySamples, RenderedPass
+from nerfexp.samplers.base import GeometryFn, RaySamples, RenderedPass, scatter_to_grid
 
 def compact(t: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Move each row's masked entries to its front, keeping their order; trims to the longest row."""
@@ -23,11 +23,8 @@ def compact(t: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     width = max(int(counts.max()), 1) if mask.numel() else 1
     rows, cols = mask.nonzero(as_tuple=True)
     slot = (mask.cumsum(-1) - 1)[rows, cols]
-    out_t = torch.zeros(t.shape[0], width, dtype=t.dtype, device=t.device)
-    out_m = torch.zeros(t.shape[0], width, dtype=torch.bool, device=t.device)
-    out_t[rows, slot] = t[rows, cols]
-    out_m[rows, slot] = True
-    return out_t, out_m
+    shape = (t.shape[0], width)
+    return scatter_to_grid(t[rows, cols], rows, slot, shape), torch.arange(width, device=t.device) < counts[:, None]
 
 
 class OccupancySampler(nn.Module):
