@@ -25,6 +25,11 @@ B = 96  # rays per rank; the single process takes 2B
 # or an occupancy threshold flips on such a difference and the runs part for good (measured: parameters agree
 # to < 1e-6 of their scale for 3 NeRF steps and < 7e-6 for 6 hash-grid steps, then differ by ~1e-4)
 STEPS = {"frequency_nerf": 3, "hashgrid_grid_occupancy": 5}
+# Adam divides each gradient by its running magnitude, so where a gradient is near zero those 1e-7 differences move
+# a parameter by a visible fraction of the learning rate (measured: 9.8e-6 after 3 NeRF steps at lr 2e-3, whose
+# oneDNN products round differently for 96 and 192 rays). Parameters may differ by 1% of the distance the steps can
+# move them; a rank that steps on its own gradients differs by about the learning rate, 100x more.
+STEP_NOISE = 0.01
 # deterministic sampling (no jitter, no density noise) and a fixed background: the rays and their samples are
 # then the same in both runs, so any difference is in how gradients are combined
 NERF = ["sampler.perturb=false", "dataset.background=white", "trainer.val_every=0", "trainer.ckpt_every=0",
@@ -97,13 +102,18 @@ def one_process(cfg: DictConfig, out: Path, steps: int) -> dict:
         torch.set_num_threads(threads)
 
 
-def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: float = 1e-5) -> None:
-    """Every tensor of ``a`` within ``rtol`` of ``b``'s scale (its largest magnitude): an element-wise relative
-    test would compare rounding noise wherever a gradient or a weight is near zero."""
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: float = 1e-5, atol: float = 0.0) -> None:
+    """Every tensor of ``a`` within ``rtol`` of ``b``'s scale (its largest magnitude) plus ``atol``: an element-wise
+    relative test would compare rounding noise wherever a gradient or a weight is near zero."""
     assert a.keys() == b.keys()
     for name in a:
         error = float((a[name] - b[name]).abs().max())
-        assert error <= rtol * float(b[name].abs().max()) + 1e-12, (name, error, float(b[name].abs().max()))
+        assert error <= rtol * float(b[name].abs().max()) + atol + 1e-12, (name, error, float(b[name].abs().max()))
+
+
+def step_tolerance(cfg: DictConfig, steps: int) -> float:
+    """How far ``steps`` optimiser steps may leave two runs' parameters apart from rounding alone."""
+    return STEP_NOISE * float(cfg.optim.lr) * steps
 
 
 @pytest.mark.parametrize("extra", [NERF, NGP], ids=list(STEPS))
@@ -113,7 +123,7 @@ def test_two_ranks_train_as_one_process_with_twice_the_batch(extra, demo_cache, 
     single = one_process(pipeline_cfg(demo_cache, extra, 2 * B), tmp_path / "single", steps)
     # the mean of the ranks' gradients is the gradient of the whole batch (a sum would be twice it)
     assert_same(ranks["grads"], single["grads"])
-    assert_same(ranks["params"], single["params"])
+    assert_same(ranks["params"], single["params"], atol=step_tolerance(pipeline_cfg(demo_cache, extra, B), steps))
     # every rank holds the same model and the same occupancy grid (refreshed from per-rank random points)
     other = ranks["other_rank"]
     assert all(torch.equal(other["params"][n], p) for n, p in ranks["params"].items())
@@ -127,8 +137,9 @@ def test_equivalence_fails_when_gradients_are_not_averaged(demo_cache, tmp_path)
     steps = STEPS["frequency_nerf"]
     ranks = two_ranks(pipeline_cfg(demo_cache, NERF, B), tmp_path / "ranks", steps, average=False)
     single = one_process(pipeline_cfg(demo_cache, NERF, 2 * B), tmp_path / "single", steps)
-    with pytest.raises(AssertionError):
-        assert_same(ranks["params"], single["params"])
+    rounding = step_tolerance(pipeline_cfg(demo_cache, NERF, B), steps)
+    with pytest.raises(AssertionError):  # by far more than the rounding the equivalence test allows
+        assert_same(ranks["params"], single["params"], atol=10 * rounding)
 
 
 def test_ranks_draw_disjoint_rays_that_cover_an_epoch():
