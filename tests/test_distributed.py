@@ -84,6 +84,8 @@ def rank_worker(rank: int, cfg: dict, out: str, port: int, steps: int, average: 
 
 
 def two_ranks(cfg: DictConfig, out: Path, steps: int, average: bool = True) -> dict:
+    # made here, not by rank 0's trainer: a rank that does not wait for the other's gradients can finish first
+    out.mkdir(parents=True, exist_ok=True)
     mp.start_processes(rank_worker, args=(OmegaConf.to_container(cfg), str(out), free_port(), steps, average),
                        nprocs=2, start_method="spawn")
     ranks = [torch.load(out / f"rank{r}.pt") for r in range(2)]
