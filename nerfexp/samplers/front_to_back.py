@@ -3,7 +3,7 @@
 A ray marcher's early stop (drop samples behind transmittance below ``eps``) needs the density in front of each
 sample. Finding it with a separate density pass over every marched sample costs a field query at each (8 per ray
 on lego at 200x200, of which 3.6 are kept). Querying the kept ones in order instead, ``block`` columns per round and
-only for rays still transparent, costs a query at the kept samples plus at most ``block`` more per ray, and keeps
+only for rays still transparent, costs a query at the kept samples plus at most one round's more per ray, and keeps
 exactly the samples the density pass keeps.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ QueryFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # samples (rows, co
 
 
 def query_front_to_back(samples: RaySamples, query: QueryFn, eps: float, alpha_threshold: float = 0.0,
-                        block: int = 4) -> tuple[RaySamples, Tensor, Tensor]:
+                        block: int = 4, growth: int = 2) -> tuple[RaySamples, Tensor, Tensor]:
     """The samples in front of transmittance ``eps`` (and, with ``alpha_threshold``, not transparent themselves),
     with their colour and density.
 
@@ -29,7 +29,11 @@ def query_front_to_back(samples: RaySamples, query: QueryFn, eps: float, alpha_t
         query: the field at samples ``(rows, cols)`` of ``samples``.
         eps: samples whose transmittance (the light reaching them) is at or below this are dropped (0: none).
         alpha_threshold: samples whose own opacity is at or below this are dropped too (0: none).
-        block: samples per ray per round.
+        block: samples per ray in the first round.
+        growth: each later round takes this many times the previous one's samples per ray. The rays still alive
+            after the first rounds are few and need many samples: fewer, larger rounds cost less bookkeeping
+            (lego_fast's 200x200 test views: 0.31 vs 0.36 s per view with 2 than with 1, the same samples kept),
+            and a ray queries at most about twice the samples it keeps.
     Returns:
         the kept samples, packed to the front of ``(R, K)`` rows (``K`` the most any ray kept), and their
         ``rgb (R, K, 3)`` and ``density (R, K)`` (zero at padding).
@@ -40,9 +44,8 @@ def query_front_to_back(samples: RaySamples, query: QueryFn, eps: float, alpha_t
     depth = torch.zeros(n_rays, device=mask.device)
     alive = mask[:, 0].nonzero().squeeze(-1)
     kept_rows, kept_cols, kept_rgb, kept_density = [], [], [], []
-    for start in range(0, width, block):
-        if alive.numel() == 0:
-            break
+    start = 0
+    while start < width and alive.numel():
         cells = mask[alive, start:start + block]
         local_rows, local_cols = cells.nonzero(as_tuple=True)
         rows, cols = alive[local_rows], start + local_cols
@@ -60,6 +63,7 @@ def query_front_to_back(samples: RaySamples, query: QueryFn, eps: float, alpha_t
         depth[alive] += tau.sum(1)
         more = mask[alive, start + block] if start + block < width else torch.zeros_like(alive, dtype=torch.bool)
         alive = alive[more & (depth[alive] < limit)]
+        start, block = start + block, block * growth
     if not kept_rows:  # no ray has a sample
         empty = torch.zeros(n_rays, 1, device=mask.device)
         return (RaySamples(empty, empty, mask=empty.bool(), ray_index=samples.ray_index),
