@@ -53,6 +53,15 @@ def scatter_to_grid(values: Tensor, rows: Tensor, cols: Tensor, shape: tuple[int
     return out.index_copy(0, rows * shape[1] + cols, values).view(*shape, *values.shape[1:])
 
 
+def front_slots(mask: Tensor, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
+    """Where the set cells ``(rows, cols)`` of ``mask (R, S)`` go when each row's move to its front in order: their
+    columns there, and the packed mask ``(R, K)``, ``K`` the longest row (at least 1)."""
+    counts = mask.sum(-1)
+    width = max(int(counts.max()), 1) if mask.numel() else 1
+    slot = (mask.cumsum(-1) - 1)[rows, cols]
+    return slot, torch.arange(width, device=mask.device) < counts[:, None]
+
+
 @dataclass
 class RaySamples:
     """Samples along ``R`` rays, ``S`` per ray (rows padded where rays keep different numbers).

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from nerfexp.samplers.base import RaySamples, scatter_to_grid
+from nerfexp.samplers.base import RaySamples, front_slots, scatter_to_grid
 
 QueryFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # samples (rows, cols) -> rgb (N, 3), density (N,)
 
@@ -72,13 +72,11 @@ def query_front_to_back(samples: RaySamples, query: QueryFn, eps: float, alpha_t
     rgb, density = torch.cat(kept_rgb), torch.cat(kept_density)
     # pack each row's kept samples to its front: compositing then runs over (R, K), not the marched (R, S)
     kept = scatter_to_grid(torch.ones_like(rows, dtype=torch.bool), rows, cols, mask.shape)
-    slot = (kept.cumsum(1) - 1)[rows, cols]
-    counts = kept.sum(1)
-    k = max(int(counts.max()), 1)
+    slot, packed_mask = front_slots(kept, rows, cols)
 
     def packed(values: Tensor) -> Tensor:
-        return scatter_to_grid(values, rows, slot, (n_rays, k))
+        return scatter_to_grid(values, rows, slot, packed_mask.shape)
 
-    narrowed = RaySamples(packed(samples.t[rows, cols]), packed(samples.deltas[rows, cols]),
-                          mask=torch.arange(k, device=mask.device) < counts[:, None], ray_index=samples.ray_index)
+    narrowed = RaySamples(packed(samples.t[rows, cols]), packed(samples.deltas[rows, cols]), mask=packed_mask,
+                          ray_index=samples.ray_index)
     return narrowed, packed(rgb), packed(density)

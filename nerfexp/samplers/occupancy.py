@@ -15,16 +15,13 @@ from nerfexp.cameras import RayBundle, ray_box
 from nerfexp.config import check_number
 from nerfexp.kernels import cpu_kernels
 from nerfexp.renderers.volume import compositing_weights
-from nerfexp.samplers.base import GeometryFn, RaySamples, RenderedPass, scatter_to_grid
+from nerfexp.samplers.base import GeometryFn, RaySamples, RenderedPass, front_slots, scatter_to_grid
 
 def compact(t: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Move each row's masked entries to its front, keeping their order; trims to the longest row."""
-    counts = mask.sum(-1)
-    width = max(int(counts.max()), 1) if mask.numel() else 1
     rows, cols = mask.nonzero(as_tuple=True)
-    slot = (mask.cumsum(-1) - 1)[rows, cols]
-    shape = (t.shape[0], width)
-    return scatter_to_grid(t[rows, cols], rows, slot, shape), torch.arange(width, device=t.device) < counts[:, None]
+    slot, packed = front_slots(mask, rows, cols)
+    return scatter_to_grid(t[rows, cols], rows, slot, packed.shape), packed
 
 
 class OccupancySampler(nn.Module):
