@@ -121,11 +121,12 @@ def step_tolerance(cfg: DictConfig, steps: int) -> float:
 @pytest.mark.parametrize("extra", [NERF, NGP], ids=list(STEPS))
 def test_two_ranks_train_as_one_process_with_twice_the_batch(extra, demo_cache, tmp_path, request):
     steps = STEPS[request.node.callspec.id]
-    ranks = two_ranks(pipeline_cfg(demo_cache, extra, B), tmp_path / "ranks", steps)
+    cfg = pipeline_cfg(demo_cache, extra, B)
+    ranks = two_ranks(cfg, tmp_path / "ranks", steps)
     single = one_process(pipeline_cfg(demo_cache, extra, 2 * B), tmp_path / "single", steps)
     # the mean of the ranks' gradients is the gradient of the whole batch (a sum would be twice it)
     assert_same(ranks["grads"], single["grads"])
-    assert_same(ranks["params"], single["params"], atol=step_tolerance(pipeline_cfg(demo_cache, extra, B), steps))
+    assert_same(ranks["params"], single["params"], atol=step_tolerance(cfg, steps))
     # every rank holds the same model and the same occupancy grid (refreshed from per-rank random points)
     other = ranks["other_rank"]
     assert all(torch.equal(other["params"][n], p) for n, p in ranks["params"].items())
@@ -137,9 +138,10 @@ def test_two_ranks_train_as_one_process_with_twice_the_batch(extra, demo_cache, 
 
 def test_equivalence_fails_when_gradients_are_not_averaged(demo_cache, tmp_path):
     steps = STEPS["frequency_nerf"]
-    ranks = two_ranks(pipeline_cfg(demo_cache, NERF, B), tmp_path / "ranks", steps, average=False)
+    cfg = pipeline_cfg(demo_cache, NERF, B)
+    ranks = two_ranks(cfg, tmp_path / "ranks", steps, average=False)
     single = one_process(pipeline_cfg(demo_cache, NERF, 2 * B), tmp_path / "single", steps)
-    rounding = step_tolerance(pipeline_cfg(demo_cache, NERF, B), steps)
+    rounding = step_tolerance(cfg, steps)
     with pytest.raises(AssertionError):  # by far more than the rounding the equivalence test allows
         assert_same(ranks["params"], single["params"], atol=10 * rounding)
 
