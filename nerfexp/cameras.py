@@ -43,7 +43,12 @@ class RayBundle:
 
     ``unbounded``: the scene goes on behind ``far`` (NDC / forward-facing captures), so the last sample of a ray
     stands for everything behind it; in a bounded scene a ray ends at ``far`` and what it does not hit before
-    shows the background."""
+    shows the background.
+
+    ``footprint``: ``(N, 2)``, how wide the pixel a ray stands for is where it samples: the standard deviation (world
+    units, across the ray) of the pixel's area at ``t`` is ``footprint[:, 0] + footprint[:, 1] * t`` (a pinhole
+    camera: ``[0, 1 / (f sqrt(12))]``, the pixel's cone; NDC: a constant). None: rays without pixels (a point's
+    footprint is 0)."""
 
     origins: Tensor
     directions: Tensor
@@ -51,21 +56,23 @@ class RayBundle:
     near: Tensor
     far: Tensor
     unbounded: bool = False
+    footprint: Tensor | None = None
 
     def __len__(self) -> int:
         return self.origins.shape[0]
 
     def __getitem__(self, idx) -> "RayBundle":
         return RayBundle(self.origins[idx], self.directions[idx], self.viewdirs[idx], self.near[idx], self.far[idx],
-                         self.unbounded)
+                         self.unbounded, None if self.footprint is None else self.footprint[idx])
 
     def to(self, device: torch.device | str) -> "RayBundle":
         return RayBundle(*(t.to(device) for t in (self.origins, self.directions, self.viewdirs, self.near, self.far)),
-                         unbounded=self.unbounded)
+                         unbounded=self.unbounded,
+                         footprint=None if self.footprint is None else self.footprint.to(device))
 
     def with_near_far(self, near: Tensor, far: Tensor) -> "RayBundle":
         """The same rays between new ``near`` and ``far`` ``(N, 1)``."""
-        return RayBundle(self.origins, self.directions, self.viewdirs, near, far, self.unbounded)
+        return RayBundle(self.origins, self.directions, self.viewdirs, near, far, self.unbounded, self.footprint)
 
     def far_or_none(self) -> Tensor | None:
         """``far`` where rays end there (bounded scenes), None where the scene goes on behind it."""
@@ -77,6 +84,16 @@ class RayBundle:
         if rows is None:
             return self.origins.unsqueeze(1) + self.directions.unsqueeze(1) * t.unsqueeze(-1)
         return self.origins[rows] + self.directions[rows] * t.unsqueeze(-1)
+
+    def footprint_at(self, t: Tensor, rows: Tensor | None = None) -> Tensor | None:
+        """Std of the pixel's footprint at the points :meth:`points` gives for the same arguments: ``(N, S, 1)``
+        or ``(K, 1)``; None without a footprint."""
+        if self.footprint is None:
+            return None
+        fp = self.footprint if rows is None else self.footprint[rows]
+        if rows is None:
+            return (fp[:, :1] + fp[:, 1:] * t).unsqueeze(-1)
+        return (fp[:, 0] + fp[:, 1] * t).unsqueeze(-1)
 
 
 def pixel_directions(i: Tensor, j: Tensor, intrinsics: Tensor) -> Tensor:
@@ -114,7 +131,11 @@ def rays_from_pixels(c2w: Tensor, intrinsics: Tensor, i: Tensor, j: Tensor, near
     viewdirs = directions / directions.norm(dim=-1, keepdim=True)
     near_t = torch.as_tensor(near, dtype=dirs_cam.dtype).reshape(-1, 1).expand(n, 1).contiguous()
     far_t = torch.as_tensor(far, dtype=dirs_cam.dtype).reshape(-1, 1).expand(n, 1).contiguous()
-    return RayBundle(origins, directions, viewdirs, near_t, far_t)
+    # a pixel is 1/f wide at camera depth 1 (= t); a uniform square of side w has std w / sqrt(12) per axis
+    k = intrinsics.expand(n, 4) if intrinsics.dim() == 1 else intrinsics
+    slope = 1.0 / (torch.sqrt(k[:, 0] * k[:, 1]) * math.sqrt(12.0))
+    footprint = torch.stack([torch.zeros_like(slope), slope], dim=-1).to(dirs_cam.dtype)
+    return RayBundle(origins, directions, viewdirs, near_t, far_t, footprint=footprint)
 
 
 def image_rays(c2w: Tensor, intrinsics: Intrinsics, near: float, far: float) -> RayBundle:
@@ -181,5 +202,8 @@ def ndc_rays(rays: RayBundle, focal: float, width: int, height: int, near_plane:
     o_ndc = torch.stack([ax * ox / oz, ay * oy / oz, 1.0 + 2.0 * near_plane / oz], dim=-1)
     d_ndc = torch.stack([ax * (dx / dz - ox / oz), ay * (dy / dz - oy / oz), -2.0 * near_plane / oz], dim=-1)
     n = o.shape[0]
+    # NDC maps the frustum to a cube: a pixel is 2/width x 2/height across at every depth
+    side = 2.0 / math.sqrt(width * height) / math.sqrt(12.0)
+    footprint = torch.tensor([side, 0.0], dtype=o.dtype, device=o.device).expand(n, 2)
     return RayBundle(o_ndc, d_ndc, rays.viewdirs, torch.zeros(n, 1, dtype=o.dtype, device=o.device),
-                     torch.ones(n, 1, dtype=o.dtype, device=o.device), unbounded=True)
+                     torch.ones(n, 1, dtype=o.dtype, device=o.device), unbounded=True, footprint=footprint)

@@ -8,12 +8,16 @@ from torch import Tensor
 
 class Encoder(Protocol):
     """``(..., 3)`` positions (world units) or unit directions -> ``(..., out_dim)`` features; an ``nn.Module``
-    (a hash grid's tables are its parameters)."""
+    (a hash grid's tables are its parameters).
+
+    Positions may come with ``footprint`` ``(..., 1)``: the standard deviation (world units) of the pixel's area
+    around each point (:meth:`nerfexp.cameras.RayBundle.footprint_at`). An encoder that integrates over it (the
+    frequency encoder with ``integrated=True``) damps what varies faster than a pixel; the others ignore it."""
 
     @property
     def out_dim(self) -> int:
         """Size of the last axis of the output (fields are sized from it)."""
         ...
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, footprint: Tensor | None = None) -> Tensor:
         ...

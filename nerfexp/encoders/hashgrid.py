@@ -136,8 +136,9 @@ class HashGridEncoder(nn.Module):
             return "cpu-kernel"
         return "torch"
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(..., 3)`` world points -> ``(..., n_levels * n_features)``; level-major feature layout."""
+    def forward(self, x: Tensor, footprint: Tensor | None = None) -> Tensor:
+        """``(..., 3)`` world points -> ``(..., n_levels * n_features)``; level-major feature layout. The pixel
+        ``footprint`` is not used (the grid's cells are its own filter)."""
         backend = self.backend_for(x)
         if not self._logged_backend:
             log.info("hash grid: %s backend (%d levels, %d dense, table 2^%d)", backend, self.n_levels,

@@ -46,19 +46,23 @@ class NeRFPipeline(Pipeline):
     def mesh_density_fn(self) -> GeometryFn:
         return self.density_fn(self.final_field())
 
+    def encode(self, rays: RayBundle, t: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Encoded positions of :meth:`RayBundle.points` ``(t, rows)``, with the pixel footprint there."""
+        return self.pos_encoder(rays.points(t, rows), rays.footprint_at(t, rows))
+
     def query(self, field: nn.Module, rays: RayBundle, samples: RaySamples, training: bool) -> FieldOutputs:
         """Colour and density at every sample, or only at ``samples.mask`` (zeros elsewhere)."""
         d_enc = self.dir_encoder(rays.viewdirs)
         noise = self.density_noise(training)
         if samples.mask is None:
-            rgb, sigma = field(self.pos_encoder(rays.points(samples.t)), d_enc, density_noise_std=noise)
+            rgb, sigma = field(self.encode(rays, samples.t), d_enc, density_noise_std=noise)
             return FieldOutputs(rgb=rgb, density=sigma)
         if samples.early_stop_eps is not None:
             return self.query_front_to_back(field, rays, samples, d_enc, noise)
         rows, cols = samples.mask.nonzero(as_tuple=True)
-        pts = rays.points(samples.t[rows, cols], rows)
         # each kept sample as a one-sample "ray", so every field's (R, S, D) interface applies unchanged
-        rgb_kept, sigma_kept = field(self.pos_encoder(pts).unsqueeze(1), d_enc[rows], density_noise_std=noise)
+        rgb_kept, sigma_kept = field(self.encode(rays, samples.t[rows, cols], rows).unsqueeze(1), d_enc[rows],
+                                     density_noise_std=noise)
         shape = samples.t.shape
         rgb = scatter_to_grid(rgb_kept[:, 0], rows, cols, shape)
         sigma = scatter_to_grid(sigma_kept[:, 0], rows, cols, shape)
@@ -70,8 +74,8 @@ class NeRFPipeline(Pipeline):
         becomes the kept ones, packed to the front (see :mod:`nerfexp.samplers.front_to_back`)."""
 
         def at(rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
-            pts = rays.points(samples.t[rows, cols], rows)
-            rgb, sigma = field(self.pos_encoder(pts).unsqueeze(1), d_enc[rows], density_noise_std=noise)
+            rgb, sigma = field(self.encode(rays, samples.t[rows, cols], rows).unsqueeze(1), d_enc[rows],
+                               density_noise_std=noise)
             return rgb[:, 0], sigma[:, 0]
 
         kept, rgb, sigma = query_front_to_back(samples, at, samples.early_stop_eps, samples.alpha_threshold)
