@@ -80,3 +80,36 @@ def test_box_near_far_clips_to_the_box_and_empties_missing_rays():
     assert torch.allclose(rays.near[:, 0], torch.tensor([2.0, 2.5, 2.5]))  # ray 0 enters at t=1.25 < near
     assert torch.allclose(rays.far[:, 0], torch.tensor([2.75, 2.5, 5.5]))
     assert rays.far[1, 0] == rays.near[1, 0]  # ray 1 misses the box: no length left to sample
+
+
+def test_pixel_footprint_is_the_pixels_spread_where_the_ray_samples():
+    """A pixel's footprint at ``t`` is the std of a square as wide as the gap to the next pixel's ray there."""
+    c2w = look_at((0.5, 4.0, 2.0)).float()
+    intr = Intrinsics(40.0, 50.0, 16.0, 16.0, 32, 32)
+    i, j = torch.tensor([16, 17, 16]), torch.tensor([16, 16, 17])  # a pixel near the axis, its right and lower one
+    rays = rays_from_pixels(c2w, intr.as_tensor(), i, j, 2.0, 6.0)
+    for t in (2.0, 5.0):
+        pts = rays.points(torch.full((3, 1), t))[:, 0]
+        across = ((pts[1] - pts[0]).norm() * (pts[2] - pts[0]).norm()).sqrt()  # geometric mean of width, height
+        std = rays.footprint_at(torch.full((3, 1), t))[0, 0, 0]
+        assert abs(std * math.sqrt(12.0) - across) < 1e-3 * across
+    # slicing, moving and re-clipping rays keep each ray's footprint; one sample per ray (rows) reads its own ray's
+    sub = rays[1:].with_near_far(rays.near[1:], rays.far[1:]).to("cpu")
+    assert torch.equal(sub.footprint, rays.footprint[1:])
+    t = torch.tensor([[2.0, 3.0], [4.0, 5.0], [6.0, 7.0]])
+    rows = torch.tensor([2, 0])
+    assert torch.equal(rays.footprint_at(t[rows, 1], rows), rays.footprint_at(t)[rows, 1])
+
+
+def test_ndc_footprint_is_one_pixel_of_the_ndc_cube_at_every_depth():
+    from nerfexp.cameras import ndc_rays
+
+    intr = Intrinsics(30.0, 30.0, 20.0, 15.0, 40, 30)
+    world = rays_from_pixels(torch.eye(4), intr.as_tensor(), torch.tensor([20, 21, 20]), torch.tensor([15, 15, 16]),
+                             1.0, 10.0)
+    rays = ndc_rays(world, intr.fx, intr.width, intr.height)
+    for t in (0.1, 0.9):
+        pts = rays.points(torch.full((3, 1), t))[:, 0]
+        across = ((pts[1] - pts[0])[:2].norm() * (pts[2] - pts[0])[:2].norm()).sqrt()
+        assert abs(across - 2.0 / math.sqrt(40 * 30)) < 1e-4
+        assert abs(rays.footprint_at(torch.full((3, 1), t))[0, 0, 0] * math.sqrt(12.0) - across) < 1e-4

@@ -2,6 +2,7 @@
 space, and comes back from a checkpoint with the same grid."""
 from __future__ import annotations
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -41,19 +42,28 @@ def test_hashgrid_occupancy_training_raises_psnr_and_prunes(demo_cache, tmp_path
     assert not pipeline.sampler.occupied.all()
 
 
-def test_rendering_front_to_back_gives_the_density_pass_images():
+# the fast path, and an integrated frequency encoding: each ray's own footprint must reach its samples' encoding,
+# in the density pass that drops samples behind opaque matter too
+HASH = ["field.density_bias=1.0", "+encoder.position.init_scale=1.0"]
+INTEGRATED = ["encoder=frequency", "encoder.position.integrated=true", "field.density_bias=1.0"]
+
+
+@pytest.mark.parametrize("encoder", [HASH, INTEGRATED], ids=["hashgrid", "integrated-frequency"])
+def test_rendering_front_to_back_gives_the_density_pass_images(encoder):
     """Evaluation queries marched samples front to back; the image is the one the density pass gives, from the
     same kept samples (the field counts the same points)."""
     from nerfexp.cameras import RayBundle
     from nerfexp.pipelines.build import build_pipeline
 
     torch.manual_seed(0)
-    cfg = compose_train(FAST + ["field.density_bias=1.0", "+encoder.position.init_scale=1.0"])
+    overrides = [o for o in FAST if not o.startswith("encoder.")] if encoder is INTEGRATED else FAST
+    cfg = compose_train(overrides + encoder)
     pipeline = build_pipeline(cfg).eval()
     n = 512
     origins = torch.nn.functional.normalize(torch.randn(n, 3), dim=-1) * 3.0
     dirs = torch.nn.functional.normalize(torch.randn(n, 3) * 0.3 - origins, dim=-1)
-    rays = RayBundle(origins, dirs, dirs, torch.full((n, 1), 0.5), torch.full((n, 1), 6.0))
+    footprint = torch.stack([torch.zeros(n), torch.rand(n) * 0.02], dim=-1)  # each ray its own
+    rays = RayBundle(origins, dirs, dirs, torch.full((n, 1), 0.5), torch.full((n, 1), 6.0), footprint=footprint)
     outs, counts = {}, {}
     for front_to_back in (False, True):
         pipeline.sampler.front_to_back = front_to_back
@@ -65,3 +75,6 @@ def test_rendering_front_to_back_gives_the_density_pass_images():
     for key in ("rgb", "depth", "acc"):
         torch.testing.assert_close(outs[True][key], outs[False][key], rtol=1e-4, atol=1e-5)
     assert counts[True] == counts[False] > 0
+    if encoder is INTEGRATED:  # the footprints reached the encoding: without them the image differs
+        plain = pipeline.render_rays_chunked(RayBundle(origins, dirs, dirs, rays.near, rays.far), torch.ones(3), 200)
+        assert (plain["rgb"] - outs[True]["rgb"]).abs().max() > 1e-3

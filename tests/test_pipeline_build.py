@@ -49,3 +49,11 @@ def test_tcnn_fully_fused_field_fits_a_batch():
         losses.append(float(loss))
     assert rgb.dtype == torch.float32 and sigma.shape == (64, 8)
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_integrated_encoding_is_refused_where_points_come_without_footprints():
+    from nerfexp.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^encoder.position.integrated=true: the SDF pipeline .* model=nerf$"):
+        build_pipeline(compose_train(["model=neus", "encoder=frequency", "encoder.position.integrated=true"]))
+    assert build_pipeline(compose_train(["model=nerf", "encoder.position.integrated=true"])).pos_encoder.integrated

@@ -38,6 +38,9 @@ def build_pipeline(cfg: DictConfig) -> Pipeline:
                               f"renders {WHAT[geometry]}: choose the model as a whole with {MODEL_FOR[kind]} or "
                               f"{MODEL_FOR[geometry]}")
     if geometry == "sdf":
+        if cfg.encoder.position.get("integrated", False):
+            raise ConfigError("encoder.position.integrated=true: the SDF pipeline encodes points without their "
+                              "pixel's footprint (it takes normals from the SDF at points); use it with model=nerf")
         return SDFPipeline(pos_encoder, dir_encoder, field, sampler, renderer, bound=cfg.dataset.bound)
     return NeRFPipeline(pos_encoder, dir_encoder, field, make_field() if two_pass else None, sampler, renderer)
 

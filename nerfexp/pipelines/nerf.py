@@ -37,8 +37,8 @@ class NeRFPipeline(Pipeline):
         return self.fine_field if self.fine_field is not None else self.coarse_field
 
     def density_fn(self, field: nn.Module) -> GeometryFn:
-        """World points ``(..., 3)`` -> density ``(...)`` of ``field``."""
-        return lambda pts: field.density(self.pos_encoder(pts))
+        """World points ``(..., 3)`` (and their pixel footprints) -> density ``(...)`` of ``field``."""
+        return lambda pts, footprint=None: field.density(self.pos_encoder(pts, footprint))
 
     def geometry_fn(self) -> GeometryFn:
         return self.density_fn(self.coarse_field)

@@ -35,8 +35,8 @@ class SDFPipeline(Pipeline):
     def field_for_pass(self, k: int) -> nn.Module:
         return self.coarse_field
 
-    def sdf_fn(self, pts: Tensor) -> Tensor:
-        """SDF at world points ``(..., 3)``."""
+    def sdf_fn(self, pts: Tensor, footprint: Tensor | None = None) -> Tensor:
+        """SDF at world points ``(..., 3)`` (an SDF is a function of points: pixel footprints do not enter)."""
         return self.coarse_field.sdf(pts, self.pos_encoder)
 
     def geometry_fn(self) -> GeometryFn:
@@ -46,7 +46,8 @@ class SDFPipeline(Pipeline):
         """``-sdf``: positive inside, so marching cubes at level 0 finds the surface with the density's
         orientation (used by mesh export). Outside the sphere, where no ray ever trained the SDF, it is negative:
         nothing is solid there."""
-        return lambda pts: torch.minimum(-field.sdf(pts, self.pos_encoder), self.bound - pts.norm(dim=-1))
+        return lambda pts, footprint=None: torch.minimum(-field.sdf(pts, self.pos_encoder),
+                                                         self.bound - pts.norm(dim=-1))
 
     def mesh_density_fn(self) -> GeometryFn:
         return self.density_fn(self.coarse_field)

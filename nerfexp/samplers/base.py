@@ -7,7 +7,6 @@ grid) refresh their state in :meth:`Sampler.update`, once per training step.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -16,7 +15,15 @@ from torch import Tensor
 
 from nerfexp.cameras import RayBundle
 
-GeometryFn = Callable[[Tensor], Tensor]  # world points (..., 3) -> density or SDF (...)
+
+
+class GeometryFn(Protocol):
+    """World points ``(..., 3)`` -> density or SDF ``(...)``; ``footprint`` ``(..., 1)``: the pixel footprint of
+    each point where it lies on a camera ray (:meth:`RayBundle.footprint_at`), for encodings that integrate over it."""
+
+    def __call__(self, pts: Tensor, footprint: Tensor | None = None) -> Tensor:
+        ...
+
 
 FAR_DELTA = 1e10  # an unbounded scene's last interval: everything behind the last sample, as in NeRF
 
