@@ -51,27 +51,33 @@ def test_relu_mlp_fuses_each_pair_and_keeps_the_sequential_keys(monkeypatch):
     assert calls == [layers[0], layers[2]]  # the two hidden pairs went through the fused op, the output layer not
 
 
-def test_linear_is_the_layer_in_values_and_gradients():
+@pytest.mark.parametrize("stable_rows", [True, False])
+def test_linear_is_the_layer_in_values_and_gradients(stable_rows):
+    """With gradients, ``linear`` takes the fused op only for callers whose batches keep their size (oneDNN builds a
+    kernel per shape); ``linear_relu`` always, its input gradient on oneDNN or PyTorch's mm. Same values and
+    gradients as the layers either way."""
     torch.manual_seed(3)
     layer = torch.nn.Linear(35, 64)
     x = torch.randn(2, 100, 35)
     with torch.no_grad():
-        torch.testing.assert_close(lr.linear(x, layer), layer(x))
+        torch.testing.assert_close(lr.linear(x, layer, stable_rows=stable_rows), layer(x))
     x.requires_grad_(True)
-    out = lr.linear(x, layer)
-    assert "FusedLinear" in type(out.grad_fn).__name__  # the oneDNN path, whose backward is written here
-    weight = torch.randn_like(out)
-    grads = torch.autograd.grad((out * weight).sum(), [x, layer.weight, layer.bias])
-    ref_grads = torch.autograd.grad((layer(x) * weight).sum(), [x, layer.weight, layer.bias])
-    for g, r in zip(grads, ref_grads):
-        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
+    for op, ref in ((lr.linear, layer), (lr.linear_relu, lambda v: F.relu(layer(v)))):
+        out = op(x, layer, stable_rows=stable_rows)
+        fused = "FusedLinear" in type(out.grad_fn).__name__  # the oneDNN path, whose backward is written here
+        assert fused == (stable_rows or op is lr.linear_relu)
+        weight = torch.randn_like(out)
+        grads = torch.autograd.grad((out * weight).sum(), [x, layer.weight, layer.bias])
+        ref_grads = torch.autograd.grad((ref(x) * weight).sum(), [x, layer.weight, layer.bias])
+        for g, r in zip(grads, ref_grads):
+            torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
 
 
 def test_second_derivatives_refuse_the_fused_op_and_take_the_layer_when_asked():
     torch.manual_seed(4)
     layer = torch.nn.Linear(3, 8)
     x = torch.randn(10, 3, requires_grad=True)
-    (gx,) = torch.autograd.grad(lr.linear(x, layer).sum(), [x], create_graph=True)
+    (gx,) = torch.autograd.grad(lr.linear(x, layer, stable_rows=True).sum(), [x], create_graph=True)
     try:  # a silent zero second derivative would train an eikonal term on nothing
         gx.sum().backward()
         raised = False

@@ -15,18 +15,21 @@ _FUSED = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_li
 
 
 class _FusedLinear(torch.autograd.Function):
-    """``act(x @ weight.T + bias)`` for ``act`` in {"relu", "none"}, forward and backward as oneDNN products.
+    """``act(x @ weight.T + bias)`` for ``act`` in {"relu", "none"} as one oneDNN product, with a first-order
+    backward (second derivatives, e.g. an SDF's eikonal term through analytic normals, need PyTorch's layer).
 
-    Both products of the backward go through oneDNN too where it is faster: the input gradient ``g @ weight`` runs
-    as a oneDNN linear on the transposed weight (1.4x PyTorch's mm for 65,536 x 96 -> 96 on 2 cores). First-order
-    only: second derivatives (an SDF's eikonal term through analytic normals) must use PyTorch's layer.
+    With ``onednn_grad`` the input gradient ``g @ weight`` runs as a oneDNN linear on the transposed weight too
+    (1.4x PyTorch's mm for 65,536 x 96 -> 96 on 2 cores). oneDNN builds a kernel per input shape, so that pays only
+    where a layer sees the same number of rows every step (dense samples per ray); a marcher's batches change size
+    every step, and building the kernels then costs more than they save (the fast path's training steps were 0.8x
+    as fast with it), so there the input gradient is PyTorch's mm.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, act: str) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, act: str, onednn_grad: bool) -> Tensor:
         out = torch.ops.mkldnn._linear_pointwise(x, weight, bias, act, [], "")
         ctx.save_for_backward(x, weight, out if act == "relu" else None)
-        ctx.has_bias = bias is not None
+        ctx.has_bias, ctx.onednn_grad = bias is not None, onednn_grad
         return out
 
     @staticmethod
@@ -37,12 +40,13 @@ class _FusedLinear(torch.autograd.Function):
         g2 = g.reshape(-1, g.shape[-1])
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.mkldnn._linear_pointwise(g, weight.t().contiguous(), None, "none", [], "")
+            grad_x = (torch.ops.mkldnn._linear_pointwise(g, weight.t().contiguous(), None, "none", [], "")
+                      if ctx.onednn_grad else g @ weight)
         if ctx.needs_input_grad[1]:
             grad_w = g2.t() @ x.reshape(-1, x.shape[-1])
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g2.sum(0)
-        return grad_x, grad_w, grad_b, None
+        return grad_x, grad_w, grad_b, None, None
 
 
 def _fusable(x: Tensor, layer: torch.nn.Linear) -> bool:
@@ -51,32 +55,35 @@ def _fusable(x: Tensor, layer: torch.nn.Linear) -> bool:
             and not torch.is_autocast_enabled("cpu"))
 
 
-def linear_relu(x: Tensor, layer: torch.nn.Linear) -> Tensor:
-    """``relu(layer(x))``; fused on float32 CPU tensors when oneDNN is available, PyTorch's ops otherwise."""
+def linear_relu(x: Tensor, layer: torch.nn.Linear, stable_rows: bool = False) -> Tensor:
+    """``relu(layer(x))``; fused on float32 CPU tensors when oneDNN is available, PyTorch's ops otherwise.
+    ``stable_rows``: the caller's batches have the same number of rows every step, so the backward's input gradient
+    runs on oneDNN too (see :class:`_FusedLinear`)."""
     if _fusable(x, layer):
-        return _FusedLinear.apply(x, layer.weight, layer.bias, "relu")
+        return _FusedLinear.apply(x, layer.weight, layer.bias, "relu", stable_rows)
     return F.relu(layer(x))
 
 
-def linear(x: Tensor, layer: torch.nn.Linear, second_order: bool = False) -> Tensor:
+def linear(x: Tensor, layer: torch.nn.Linear, second_order: bool = False, stable_rows: bool = False) -> Tensor:
     """``layer(x)`` as one oneDNN call on float32 CPU tensors, which adds the bias inside the product (PyTorch's
-    addmm first copies the bias into every output row: a tenth of a NeuS render's time), with the first-order
-    backward above. ``second_order=True`` keeps PyTorch's layer whenever gradients are on, for callers whose loss
-    differentiates gradients (an SDF's analytic normals)."""
-    if _fusable(x, layer) and not (second_order and torch.is_grad_enabled()):
-        return _FusedLinear.apply(x, layer.weight, layer.bias, "none")
+    addmm first copies the bias into every output row: a tenth of a NeuS render's time). With gradients on, only for
+    ``stable_rows`` callers (see :class:`_FusedLinear`); ``second_order=True`` keeps PyTorch's layer whenever
+    gradients are on, for callers whose loss differentiates gradients (an SDF's analytic normals)."""
+    if _fusable(x, layer) and (not torch.is_grad_enabled() or (stable_rows and not second_order)):
+        return _FusedLinear.apply(x, layer.weight, layer.bias, "none", stable_rows)
     return layer(x)
 
 
 def linear_heads(x: Tensor, layers: list[torch.nn.Linear]) -> list[Tensor]:
-    """``[layer(x) for layer in layers]`` as one oneDNN product on the layers' stacked weights where :func:`linear`
-    is fused: one pass over ``x`` and one input gradient instead of one per layer plus their sum (a 1-wide density
-    head beside a 48-wide branch: 45 vs 60-90 ms forward + backward for 65,536 points on 2 cores)."""
+    """``[layer(x) for layer in layers]`` as one oneDNN product on the layers' stacked weights, for callers whose
+    batches have ``stable_rows`` (the NeRF MLP): one pass over ``x`` and one input gradient instead of one per layer
+    plus their sum (a 1-wide density head beside a 48-wide branch: 45 vs 60-90 ms forward + backward for 65,536
+    points on 2 cores)."""
     if not all(_fusable(x, layer) for layer in layers) or any(layer.bias is None for layer in layers):
         return [layer(x) for layer in layers]
     weight = torch.cat([layer.weight for layer in layers])
     bias = torch.cat([layer.bias for layer in layers])
-    out = _FusedLinear.apply(x, weight, bias, "none")
+    out = _FusedLinear.apply(x, weight, bias, "none", True)
     return list(out.split([layer.out_features for layer in layers], dim=-1))
 
 

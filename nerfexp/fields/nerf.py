@@ -70,7 +70,7 @@ class NeRFField(nn.Module):
         """Trunk output ``(..., width)`` for encoded positions ``(..., pos_dim)``."""
         h = x_enc
         for k, layer in enumerate(self.trunk):
-            h = linear_relu(h, layer)
+            h = linear_relu(h, layer, stable_rows=True)
             if k in self.skips:
                 h = torch.cat([x_enc, h], dim=-1)
         return h
@@ -101,10 +101,11 @@ class NeRFField(nn.Module):
         if not self.use_viewdirs:
             return torch.sigmoid(h), sigma
         if self.feature is not None:
-            h = linear(h, self.view_from_point)
+            h = linear(h, self.view_from_point, stable_rows=True)
         h = F.relu(h + self.view_from_dir(d_enc).unsqueeze(-2))
-        return torch.sigmoid(linear(h, self.rgb_head)), sigma
+        return torch.sigmoid(linear(h, self.rgb_head, stable_rows=True)), sigma
 
     def density(self, x_enc: Tensor) -> Tensor:
         """Density alone, ``(..., pos_dim)`` -> ``(...)`` (for meshes and occupancy grids)."""
-        return self.activate_density(linear(self.trunk_features(x_enc), self.sigma_head).squeeze(-1))
+        raw = linear(self.trunk_features(x_enc), self.sigma_head, stable_rows=True)
+        return self.activate_density(raw.squeeze(-1))
