@@ -8,7 +8,8 @@ A run dir's ``config.yaml`` is the resolved config of its day. What changed sinc
 - field sizes share one vocabulary: ``width``/``depth`` (+ ``color_width``/``color_depth``);
 - the occupancy sampler's ``n_samples`` became ``diagonal_steps``; one-pass samplers lost ``n_importance``;
 - ``optim`` names its torch class (``_target_``, ``_partial_``);
-- rendering-only keys added since take today's defaults (``ADDED_KEYS``): older runs render as fast as new ones.
+- keys added since take the value that does what the run did: rendering-only keys today's defaults
+  (``ADDED_KEYS``: older runs render as fast as new ones); a frequency encoding of positions ``integrated=false``.
 """
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ DROPPED_KEYS = {
     "nerfexp.samplers.stratified.StratifiedSampler": ("n_importance",),
     "nerfexp.renderers.neus.NeuSRenderer": ("radius",),
 }
-ADDED_KEYS = {  # per _target_: keys that did not exist yet -> today's default
+ADDED_KEYS = {  # per _target_: keys that did not exist yet -> the value that does what older code did
     "nerfexp.samplers.occupancy.OccupancySampler": {"front_to_back": True},
     "nerfexp.renderers.neus.NeuSRenderer": {"render_min_weight": 1e-5},
 }
+FREQUENCY_ENCODER = "nerfexp.encoders.frequency.FrequencyEncoder"
 DEFAULT_BOUND = {"nerfexp.data.dtu.DTUDataset": 1.0, "nerfexp.data.llff.LLFFDataset": 1.0}
 
 
@@ -49,6 +51,9 @@ def upgrade_run_config(cfg: DictConfig) -> DictConfig:
             node = cfg.get(group)
             if isinstance(node, DictConfig):
                 _upgrade_node(node)
+        position = OmegaConf.select(cfg, "encoder.position")
+        if isinstance(position, DictConfig) and position.get("_target_") == FREQUENCY_ENCODER:
+            position.setdefault("integrated", False)
         optim = cfg.get("optim")
         if isinstance(optim, DictConfig) and "_target_" not in optim:
             optim["_target_"], optim["_partial_"] = "torch.optim.Adam", True
