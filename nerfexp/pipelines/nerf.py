@@ -38,7 +38,7 @@ class NeRFPipeline(Pipeline):
 
     def density_fn(self, field: nn.Module) -> GeometryFn:
         """World points ``(..., 3)`` (and their pixel footprints) -> density ``(...)`` of ``field``."""
-        return lambda pts, footprint=None: field.density(self.pos_encoder(pts, footprint))
+        return lambda pts, footprint=None: field.density(self.encode_points(pts, footprint))
 
     def geometry_fn(self) -> GeometryFn:
         return self.density_fn(self.coarse_field)
@@ -48,7 +48,12 @@ class NeRFPipeline(Pipeline):
 
     def encode(self, rays: RayBundle, t: Tensor, rows: Tensor | None = None) -> Tensor:
         """Encoded positions of :meth:`RayBundle.points` ``(t, rows)``, with the pixel footprint there."""
-        return self.pos_encoder(rays.points(t, rows), rays.footprint_at(t, rows))
+        return self.encode_points(rays.points(t, rows), rays.footprint_at(t, rows))
+
+    def encode_points(self, pts: Tensor, footprint: Tensor | None) -> Tensor:
+        """The position encoder at ``pts``; the footprint goes along only where there is one (points off any
+        ray, for meshes or grids, are encoded as plain points by any ``(x) -> features`` module)."""
+        return self.pos_encoder(pts) if footprint is None else self.pos_encoder(pts, footprint)
 
     def query(self, field: nn.Module, rays: RayBundle, samples: RaySamples, training: bool) -> FieldOutputs:
         """Colour and density at every sample, or only at ``samples.mask`` (zeros elsewhere)."""

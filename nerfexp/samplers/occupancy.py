@@ -182,8 +182,8 @@ class OccupancySampler(nn.Module):
         rows, cols = mask.nonzero(as_tuple=True)
         sigma = torch.zeros_like(t)
         if len(rows):
-            sigma[rows, cols] = density_fn(rays.points(t[rows, cols], rows),
-                                           rays.footprint_at(t[rows, cols], rows)).float()
+            pts, footprint = rays.points(t[rows, cols], rows), rays.footprint_at(t[rows, cols], rows)
+            sigma[rows, cols] = (density_fn(pts) if footprint is None else density_fn(pts, footprint)).float()
         _, trans = compositing_weights(sigma, mask * self.step_size)
         keep = mask & (trans > self.early_stop_eps)
         if self.alpha_threshold > 0:
