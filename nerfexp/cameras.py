@@ -90,9 +90,9 @@ class RayBundle:
         or ``(K, 1)``; None without a footprint."""
         if self.footprint is None:
             return None
-        fp = self.footprint if rows is None else self.footprint[rows]
         if rows is None:
-            return (fp[:, :1] + fp[:, 1:] * t).unsqueeze(-1)
+            return (self.footprint[:, :1] + self.footprint[:, 1:] * t).unsqueeze(-1)
+        fp = self.footprint[rows]
         return (fp[:, 0] + fp[:, 1] * t).unsqueeze(-1)
 
 

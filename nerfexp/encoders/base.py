@@ -15,6 +15,11 @@ class Encoder(Protocol):
     frequency encoder with ``integrated=True``) damps what varies faster than a pixel; the others ignore it."""
 
     @property
+    def uses_footprint(self) -> bool:
+        """Whether ``footprint`` changes the output (pipelines pass footprints only then; absent: False)."""
+        ...
+
+    @property
     def out_dim(self) -> int:
         """Size of the last axis of the output (fields are sized from it)."""
         ...

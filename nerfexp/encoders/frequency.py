@@ -45,6 +45,10 @@ class FrequencyEncoder(nn.Module):
         self.register_buffer("phase", torch.tensor([0.0, math.pi / 2]).repeat(n_freqs), persistent=False)
 
     @property
+    def uses_footprint(self) -> bool:
+        return self.integrated
+
+    @property
     def out_dim(self) -> int:
         return self.in_dim * (int(self.include_input) + 2 * self.n_freqs)
 

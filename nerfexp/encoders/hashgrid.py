@@ -73,6 +73,8 @@ class HashGridEncoder(nn.Module):
         in_dim: must be 3.
     """
 
+    uses_footprint = False
+
     def __init__(self, n_levels: int = 16, n_features: int = 2, log2_table_size: int = 19, base_resolution: int = 16,
                  finest_resolution: int | None = 2048, per_level_scale: float | None = None, bound: float = 1.5,
                  backend: str = "auto", init_scale: float = 1e-4, cpu_kernel: bool = True, in_dim: int = 3):
@@ -138,7 +140,7 @@ class HashGridEncoder(nn.Module):
 
     def forward(self, x: Tensor, footprint: Tensor | None = None) -> Tensor:
         """``(..., 3)`` world points -> ``(..., n_levels * n_features)``; level-major feature layout. The pixel
-        ``footprint`` is not used (the grid's cells are its own filter)."""
+        ``footprint`` is not used (the grid's cells are its own filter; :attr:`uses_footprint` is False)."""
         backend = self.backend_for(x)
         if not self._logged_backend:
             log.info("hash grid: %s backend (%d levels, %d dense, table 2^%d)", backend, self.n_levels,

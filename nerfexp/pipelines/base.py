@@ -6,6 +6,8 @@ read (:meth:`Pipeline.geometry_fn`); samplers and renderers are swapped through 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor, nn
 
@@ -31,6 +33,9 @@ class Pipeline(nn.Module):
     def __init__(self, pos_encoder: nn.Module, dir_encoder: nn.Module, sampler, renderer):
         super().__init__()
         self.pos_encoder, self.dir_encoder = pos_encoder, dir_encoder
+        # rays keep their pixel footprints only for an encoder that reads them (the hash grid does not): nothing on
+        # the hot path computes footprints for nothing
+        self.uses_footprint = bool(getattr(pos_encoder, "uses_footprint", False))
         self.sampler, self.renderer = sampler, renderer
         # throughput counters since construction: rays rendered, and samples the field was queried at and the
         # renderer composited (every pass; a sampler's own density pass and the few samples a front-to-back query
@@ -78,6 +83,8 @@ class Pipeline(nn.Module):
         """Render ``R`` rays; ``background`` ``(3,)``, ``(R, 3)`` or None. ``trace``, when given, receives each
         pass's samples and weights (plots of where samples go)."""
         geometry = self.geometry_fn()
+        if not self.uses_footprint and rays.footprint is not None:
+            rays = dataclasses.replace(rays, footprint=None)
         self.rays_rendered += len(rays)
         previous: RenderedPass | None = None
         ray_index: Tensor | None = None

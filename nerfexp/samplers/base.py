@@ -16,7 +16,6 @@ from torch import Tensor
 from nerfexp.cameras import RayBundle
 
 
-
 class GeometryFn(Protocol):
     """World points ``(..., 3)`` -> density or SDF ``(...)``; ``footprint`` ``(..., 1)``: the pixel footprint of
     each point where it lies on a camera ray (:meth:`RayBundle.footprint_at`), for encodings that integrate over it."""
