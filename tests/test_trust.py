@@ -108,6 +108,48 @@ def test_random_background_training_learns_empty_space(demo_cache, tmp_path):
     assert min(scores) > 14.0 and abs(scores[0] - scores[1]) < 3.0, scores
 
 
+def test_mask_term_is_the_cross_entropy_of_opacity_and_alpha():
+    from nerfexp.losses import training_loss
+
+    acc = torch.tensor([0.5, 0.9, 0.2], requires_grad=True)
+    out = {"rgb": torch.zeros(3, 3), "acc": acc}
+    target = torch.full((3, 3), 0.1)
+    alpha = torch.tensor([0.0, 1.0, 0.25])
+    loss, mse = training_loss(out, target, mask=alpha, mask_weight=0.05)
+    bce = -(math.log(0.5) + math.log(0.9) + 0.25 * math.log(0.2) + 0.75 * math.log(0.8)) / 3
+    assert math.isclose(float(mse), 0.01, rel_tol=1e-5)
+    assert math.isclose(float(loss), 0.01 + 0.05 * bce, rel_tol=1e-5)
+    loss.backward()
+    # opacity is pulled towards the alpha: down where the pixel is empty, up where it is solid
+    assert acc.grad[0] > 0 and acc.grad[1] < 0 and acc.grad[2] < 0
+
+
+def test_mask_term_reads_the_alpha_of_the_batch_pixels(demo_cache, tmp_path, monkeypatch):
+    import nerfexp.train as train_module
+
+    cfg = compose_train(tiny_overrides(demo_cache) + ["dataset.background=random", "trainer.mask_loss_weight=0.1"])
+    trainer = Trainer(cfg, tmp_path)
+    seen = {}
+    next_batch, loss_fn = trainer.batcher.next, train_module.training_loss
+
+    def record_batch(step):
+        seen["px"] = next_batch(step)
+        return seen["px"]
+
+    def record_loss(out, target, coarse_weight, mask, mask_weight):
+        seen["mask"], seen["weight"] = mask, mask_weight
+        return loss_fn(out, target, coarse_weight, mask, mask_weight)
+
+    monkeypatch.setattr(trainer.batcher, "next", record_batch)
+    monkeypatch.setattr(train_module, "training_loss", record_loss)
+    trainer.compute_loss()
+    px, alphas = seen["px"], trainer.train_pixels.alphas[..., 0]
+    assert seen["weight"] == 0.1
+    assert torch.equal(seen["mask"], alphas[px.image, px.j, px.i])
+    assert 0 < float(seen["mask"].mean()) < 1  # a batch with empty and solid pixels: rows and columns tell apart
+    assert not torch.equal(seen["mask"], alphas[px.image, px.i, px.j])
+
+
 # -- NeuS -------------------------------------------------------------------------------------------------------
 def test_neus_evaluation_uses_the_autograd_normals_it_trained_with():
     torch.manual_seed(0)
