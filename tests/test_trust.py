@@ -118,7 +118,7 @@ def test_mask_term_is_the_cross_entropy_of_opacity_and_alpha():
     loss, mse = training_loss(out, target, mask=alpha, mask_weight=0.05)
     bce = -(math.log(0.5) + math.log(0.9) + 0.25 * math.log(0.2) + 0.75 * math.log(0.8)) / 3
     assert math.isclose(float(mse), 0.01, rel_tol=1e-5)
-    assert math.isclose(float(loss), 0.01 + 0.05 * bce, rel_tol=1e-5)
+    assert math.isclose(loss.item(), 0.01 + 0.05 * bce, rel_tol=1e-5)
     loss.backward()
     # opacity is pulled towards the alpha: down where the pixel is empty, up where it is solid
     assert acc.grad[0] > 0 and acc.grad[1] < 0 and acc.grad[2] < 0
