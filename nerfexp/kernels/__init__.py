@@ -26,7 +26,7 @@ def cpu_kernels():
             start = time.perf_counter()
             log.info("loading the C++ CPU kernels (the first time: building them, about a minute)")
             _KERNELS = load("nerfexp_cpu_kernels", [str(Path(__file__).with_name("cpu.cpp"))],
-                            extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
+                            extra_cflags=["-O3", "-fopenmp", "-fno-trapping-math"], extra_ldflags=["-fopenmp"], verbose=False)
             log.info("C++ CPU kernels ready in %.1f s", time.perf_counter() - start)
         except Exception as err:  # no compiler, headers or ninja: the pure-PyTorch paths still work
             message = str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -9,10 +9,21 @@
 #include <torch/extension.h>
 
 #include <cmath>
+#include <cstring>
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
+
+// An AVX2 + FMA copy beside the baseline (SSE2) one, picked at load time on CPUs that have them: 0.7 vs 2.7 ns per
+// element on 2 cores (ATen's: 2.0-2.5). "arch=haswell" would test for that very CPU model, not its features.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && __GNUC__ >= 12
+#define NERFEXP_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define NERFEXP_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define NERFEXP_SIMD_CLONES
+#endif
 
 namespace {
 
@@ -260,8 +271,45 @@ std::vector<torch::Tensor> march_occupied(torch::Tensor origins, torch::Tensor d
   return {out_t, out_m};
 }
 
+// softplus(x) = log(1 + exp(beta x)) / beta, in place, as max(x, 0) + log1p(exp(-|z|)) / beta with z = beta x. ATen's
+// kernel costs as much as the oneDNN product before it in a NeuS geometry MLP (beta 100 keeps most inputs in the
+// curved part, so no ReLU shortcut applies); this loop has no library calls, so the compiler vectorises it.
+// exp: 2^-n exp(-r), |r| <= ln2 / 2, degree-7 Taylor polynomial (relative error < 2e-8); log1p(u), u in (0, 1]:
+// 2 atanh(s) with s = u / (2 + u) <= 1/3, seven odd terms (error < 1e-8). Both below float32's own rounding.
+
+NERFEXP_SIMD_CLONES void softplus_inplace(torch::Tensor x, double beta) {
+  TORCH_CHECK(x.is_contiguous() && x.scalar_type() == torch::kFloat32, "softplus_inplace takes contiguous float32");
+  float* p = x.data_ptr<float>();
+  const int64_t n = x.numel();
+  const float b = static_cast<float>(beta), inv_b = 1.0f / b;
+  constexpr int64_t kBlock = 16384;
+#pragma omp parallel for schedule(static)
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t stop = std::min(n, start + kBlock);
+#pragma omp simd
+    for (int64_t i = start; i < stop; ++i) {
+      const float v = p[i], z = v * b;
+      const float az = z < 0.0f ? -z : z;
+      const float a = az < 87.0f ? az : 87.0f;
+      const float fn = static_cast<float>(static_cast<int32_t>(a * 1.44269504f + 0.5f));
+      const float r = (fn * 0.693359375f - a) - fn * 2.12194440e-4f;  // n ln2 - a, ln2 in two parts (Cody-Waite)
+      float e = 1.0f + r * (1.0f + r * (0.5f + r * (1.66666667e-1f + r * (4.16666667e-2f + r * (8.33333333e-3f
+                + r * (1.38888889e-3f + r * 1.98412698e-4f))))));
+      const int32_t bits = (127 - static_cast<int32_t>(fn)) << 23;
+      float scale;
+      std::memcpy(&scale, &bits, sizeof(scale));
+      const float u = e * scale;  // exp(-|z|) in (0, 1]
+      const float s = u / (2.0f + u), s2 = s * s;
+      const float l = 2.0f * s * (1.0f + s2 * (0.333333333f + s2 * (0.2f + s2 * (0.142857143f + s2 * (0.111111111f
+                      + s2 * (0.0909090909f + s2 * 0.0769230769f))))));
+      p[i] = (v > 0.0f ? v : 0.0f) + l * inv_b;  // not (max(z, 0) + l) / beta: large inputs come back exactly
+    }
+  }
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("hash_forward", &hash_forward, "hash-grid encoding (CPU)");
   m.def("hash_backward", &hash_backward, "gradient of the hash-grid encoding w.r.t. the table (CPU)");
   m.def("march_occupied", &march_occupied, "occupancy-grid ray marching (CPU)");
+  m.def("softplus_inplace", &softplus_inplace, "softplus with sharpness beta, in place (CPU, float32)");
 }
