@@ -62,7 +62,7 @@ class NeuSRenderer(nn.Module):
     density_noise_std = 0.0  # an SDF has no raw density to perturb
 
     def __init__(self, init_variance: float = 0.3, cos_anneal_steps: int = 0, eikonal_weight: float = 0.1,
-                 render_min_weight: float = 1e-5):
+                 render_min_weight: float = 1e-3):
         super().__init__()
         check_number("init_variance", init_variance, float)
         check_number("cos_anneal_steps", cos_anneal_steps, int, low=0)
