@@ -1,4 +1,4 @@
-"""Optional C++/OpenMP CPU kernels for the fast path (hash-grid encoding, occupancy marching).
+"""Optional C++/OpenMP CPU kernels: the fast path's hash-grid encoding and occupancy marching, NeuS's softplus.
 
 Built by torch's extension loader on first use and cached (``TORCH_EXTENSIONS_DIR``, default
 ``~/.cache/torch_extensions``). Where they cannot be built (no C++ compiler or ninja), :func:`cpu_kernels` returns
@@ -25,8 +25,11 @@ def cpu_kernels():
 
             start = time.perf_counter()
             log.info("loading the C++ CPU kernels (the first time: building them, about a minute)")
+            # no-trapping-math: no code here reads floating-point exception flags, and without it GCC keeps the
+            # branches of the softplus loop's selects, which then does not vectorise
             _KERNELS = load("nerfexp_cpu_kernels", [str(Path(__file__).with_name("cpu.cpp"))],
-                            extra_cflags=["-O3", "-fopenmp", "-fno-trapping-math"], extra_ldflags=["-fopenmp"], verbose=False)
+                            extra_cflags=["-O3", "-fopenmp", "-fno-trapping-math"], extra_ldflags=["-fopenmp"],
+                            verbose=False)
             log.info("C++ CPU kernels ready in %.1f s", time.perf_counter() - start)
         except Exception as err:  # no compiler, headers or ninja: the pure-PyTorch paths still work
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
