@@ -147,3 +147,32 @@ def test_cpu_kernel_matches_pure_torch(n_features):
     (out_t * torch.linspace(0, 1, out_t.shape[1])).sum().backward()
     assert torch.allclose(out_k, out_t, atol=1e-6)
     assert torch.allclose(grad_k, enc.table.grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_points", [0, 1, 300, 20_001])
+def test_encode_beside_is_the_prefix_then_the_encoding(n_points):
+    """The kernel writes the prefix's columns and then the encoding in one pass (several blocks of points at
+    20,001): the same values, and the same gradients to the table and the prefix, as concatenating the pure-PyTorch
+    encoding after the prefix."""
+    from nerfexp.encoders.base import encode_beside
+    from nerfexp.kernels import cpu_kernels
+
+    if cpu_kernels() is None:
+        pytest.skip("the C++ CPU kernel cannot be built here (no compiler); the pure-PyTorch path is tested above")
+    enc = small_grid()
+    with torch.no_grad():
+        enc.table.normal_()
+    x = (torch.rand(n_points, 3) * 2 - 1).reshape(-1, 1, 3).expand(-1, 2, 3) + torch.tensor([0.0, 0.01])[:, None]
+    prefix = torch.randn(*x.shape[:-1], 5, requires_grad=True)
+    assert enc.backend_for(x) == "cpu-kernel"
+    weights = torch.randn(5 + enc.out_dim)
+    out_k = encode_beside(enc, x, prefix)
+    (out_k * weights).sum().backward()
+    grads_k = enc.table.grad.clone(), prefix.grad.clone()
+    enc.table.grad, prefix.grad = None, None
+    out_t = torch.cat([prefix, enc.encode_torch(enc.normalize(x.reshape(-1, 3))).reshape(*x.shape[:-1], enc.out_dim)], -1)
+    (out_t * weights).sum().backward()
+    assert out_k.shape == (n_points, 2, 5 + enc.out_dim)
+    assert torch.allclose(out_k, out_t, atol=1e-6)
+    assert torch.allclose(grads_k[0], enc.table.grad, atol=1e-4)
+    assert torch.equal(grads_k[1], prefix.grad)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import torch
 from torch import Tensor
 
 
@@ -26,3 +27,10 @@ class Encoder(Protocol):
 
     def __call__(self, x: Tensor, footprint: Tensor | None = None) -> Tensor:
         ...
+
+
+def encode_beside(encoder: Encoder, x: Tensor, prefix: Tensor) -> Tensor:
+    """``torch.cat([prefix, encoder(x)], -1)``: ``prefix`` ``(..., P)`` and the encoding of ``x`` ``(..., 3)`` side
+    by side. An encoder with its own ``encode_beside`` writes them in one pass (the hash grid's CPU kernel)."""
+    own = getattr(encoder, "encode_beside", None)
+    return own(x, prefix) if own is not None else torch.cat([prefix, encoder(x)], dim=-1)

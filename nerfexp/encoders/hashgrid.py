@@ -24,18 +24,21 @@ PRIMES = (1, 2654435761, 805459861)
 
 
 class _CPUKernelEncoding(torch.autograd.Function):
-    """The CPU kernel as an autograd function; gradients flow to the table (not to the positions)."""
+    """The CPU kernel as an autograd function: ``prefix`` ``(N, P)`` (P may be 0), then the encoding. Gradients
+    flow to the table and to the prefix, not to the positions."""
 
     @staticmethod
-    def forward(ctx, x01: Tensor, table: Tensor, enc: "HashGridEncoder") -> Tensor:  # noqa: D102
+    def forward(ctx, x01: Tensor, table: Tensor, enc: "HashGridEncoder", prefix: Tensor) -> Tensor:  # noqa: D102
         ctx.save_for_backward(x01)
-        ctx.enc, ctx.rows = enc, table.shape[0]
-        return cpu_kernels().hash_forward(x01, table, *enc.layout_args())
+        ctx.enc, ctx.rows, ctx.p_dim = enc, table.shape[0], prefix.shape[-1]
+        return cpu_kernels().hash_forward(x01, table, *enc.layout_args(), prefix)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # noqa: D102
         (x01,) = ctx.saved_tensors
-        return None, cpu_kernels().hash_backward(grad, x01, ctx.rows, *ctx.enc.layout_args()), None
+        p = ctx.p_dim
+        grad_table = cpu_kernels().hash_backward(grad[:, p:], x01, ctx.rows, *ctx.enc.layout_args())
+        return None, grad_table, None, grad[:, :p] if p else None
 
 
 def level_layout(n_levels: int, log2_table_size: int, base_resolution: int,
@@ -141,19 +144,27 @@ class HashGridEncoder(nn.Module):
     def forward(self, x: Tensor, footprint: Tensor | None = None) -> Tensor:
         """``(..., 3)`` world points -> ``(..., n_levels * n_features)``; level-major feature layout. The pixel
         ``footprint`` is not used (the grid's cells are its own filter; :attr:`uses_footprint` is False)."""
+        return self._encode(x, None)
+
+    def encode_beside(self, x: Tensor, prefix: Tensor) -> Tensor:
+        """``torch.cat([prefix, self(x)], -1)`` ``(..., P + out_dim)`` for ``prefix`` ``(..., P)``: the CPU kernel
+        writes the encoding after the prefix's columns, without a separate concatenation."""
+        return self._encode(x, prefix)
+
+    def _encode(self, x: Tensor, prefix: Tensor | None) -> Tensor:
         backend = self.backend_for(x)
         if not self._logged_backend:
             log.info("hash grid: %s backend (%d levels, %d dense, table 2^%d)", backend, self.n_levels,
                      self.dense_levels, self.log2_table_size)
             self._logged_backend = True
         flat = self.normalize(x.reshape(-1, 3))
-        if backend == "tcnn":
-            out = self.encode_tcnn(flat)
-        elif backend == "cpu-kernel":
-            out = _CPUKernelEncoding.apply(flat.contiguous(), self.table, self)
-        else:
-            out = self.encode_torch(flat)
-        return out.reshape(*x.shape[:-1], self.out_dim)
+        if backend == "cpu-kernel" and (prefix is None or prefix.dtype == torch.float32):
+            flat_prefix = flat.new_empty(0, 0) if prefix is None else prefix.reshape(-1, prefix.shape[-1])
+            out = _CPUKernelEncoding.apply(flat.contiguous(), self.table, self, flat_prefix)
+            return out.reshape(*x.shape[:-1], out.shape[-1])
+        out = self.encode_tcnn(flat) if backend == "tcnn" else self.encode_torch(flat)
+        out = out.reshape(*x.shape[:-1], self.out_dim)
+        return out if prefix is None else torch.cat([prefix, out.to(prefix.dtype)], dim=-1)
 
     def encode_tcnn(self, x01: Tensor) -> Tensor:
         """tinycudann's HashGrid on the same table (its parameters are this module's ``table``)."""
@@ -207,4 +218,4 @@ class HashGridEncoder(nn.Module):
         w = (bits * f + (1.0 - bits) * (1.0 - f)).prod(-1)  # (L, N, 8)
         feats = self.table.index_select(0, idx.reshape(-1)).reshape(*idx.shape, self.n_features)
         out = (feats * w.unsqueeze(-1)).sum(2)  # (L, N, F)
-        return out.permute(1, 0, 2).reshape(x01.shape[0], -1)
+        return out.permute(1, 0, 2).reshape(x01.shape[0], self.out_dim)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from nerfexp.config import check_number
+from nerfexp.encoders.base import encode_beside
 from nerfexp.fields.linear_relu import ReLUMLP, linear
 from nerfexp.kernels import cpu_kernels
 
@@ -85,9 +86,10 @@ class SDFField(nn.Module):
         if not hidden:  # a linear "MLP" cannot represent |x|; keep at least the offset
             nn.init.zeros_(last.weight)
 
-    def sdf_and_feature(self, pts: Tensor, x_enc: Tensor) -> tuple[Tensor, Tensor]:
-        """``pts (..., 3)``, ``x_enc (..., pos_dim)`` -> sdf ``(...)``, feature ``(..., geo_feat_dim)``."""
-        h = torch.cat([pts, x_enc], dim=-1)
+    def sdf_and_feature(self, pts: Tensor, encode) -> tuple[Tensor, Tensor]:
+        """``pts (..., 3)`` and ``encode`` (points -> their encoding) -> sdf ``(...)``, feature
+        ``(..., geo_feat_dim)``."""
+        h = encode_beside(encode, pts, pts)  # the MLP reads the raw point beside its encoding
         for k, layer in enumerate(self.geo_layers):
             h = linear(h, layer, second_order=True)
             if k < len(self.geo_layers) - 1:
@@ -123,7 +125,7 @@ class SDFField(nn.Module):
     def _autograd_geometry(self, pts: Tensor, encode, training: bool) -> tuple[Tensor, Tensor, Tensor]:
         with torch.enable_grad():
             x = pts.detach().requires_grad_(True) if not pts.requires_grad else pts
-            sdf, feat = self.sdf_and_feature(x, encode(x))
+            sdf, feat = self.sdf_and_feature(x, encode)
             (grad,) = torch.autograd.grad(sdf, x, torch.ones_like(sdf), create_graph=training)
         if not training:
             sdf, feat = sdf.detach(), feat.detach()
@@ -132,10 +134,10 @@ class SDFField(nn.Module):
     def _finite_difference(self, pts: Tensor, encode) -> tuple[Tensor, Tensor, Tensor]:
         offsets = _TETRA.to(pts) * self.fd_eps  # (4, 3)
         probe = pts.unsqueeze(-2) + offsets  # (..., 4, 3)
-        sdf4, feat4 = self.sdf_and_feature(probe, encode(probe))
+        sdf4, feat4 = self.sdf_and_feature(probe, encode)
         grad = (sdf4.unsqueeze(-1) * _TETRA.to(pts)).sum(-2) / (4.0 * self.fd_eps)
         return sdf4.mean(-1), feat4.mean(-2), grad
 
     def sdf(self, pts: Tensor, encode) -> Tensor:
         """SDF alone at world points ``(..., 3)`` (sampling, meshes)."""
-        return self.sdf_and_feature(pts, encode(pts))[0]
+        return self.sdf_and_feature(pts, encode)[0]

@@ -1,11 +1,15 @@
 // CPU kernels for the fast path and NeuS, built on first use by nerfexp.kernels (torch's C++ extension loader).
 //
 // Hash-grid encoding: the same layout, hash and trilinear interpolation as
-// HashGridEncoder.encode_torch. Threads split the levels, not the points: levels own disjoint table rows, so the
-// backward pass scatters without atomics, and each thread works inside one level's table at a time. Inside the
-// kernels features are level-major, (L, N, F): with the (N, L * F) layout the MLP wants, two threads on
-// neighbouring levels write the same cache lines and forward and backward each run about 2x slower (measured on
-// 2 cores); one transpose at the boundary costs far less. Gradients go to the table only.
+// HashGridEncoder.encode_torch. The forward pass splits the points: threads take blocks of 8192 points in turn
+// (a block waits on no other thread's progress) and run the levels over a block one after another, writing
+// (N, P + L * F) rows no other thread touches, so the encoding can follow a prefix's columns (NeuS: the points)
+// without a concatenation pass. On NeuS's probe points that is 1.05-1.1x the throughput of splitting levels, which
+// needs a level-major buffer and a transpose, and saves the concatenation (a fifth of the encoding's time).
+// The backward pass splits the levels: levels own disjoint table rows, so it scatters without atomics. Features
+// are level-major there, (L, N, F): with the (N, L * F) layout two threads on neighbouring levels write the same
+// cache lines and run about 2x slower (measured on 2 cores); one transpose at the boundary costs far less.
+// Gradients go to the table only.
 #include <torch/extension.h>
 
 #include <cmath>
@@ -39,37 +43,50 @@ struct Levels {
   int64_t dense_levels;
 };
 
-// Rows and weights of the 8 corners of the cell holding x at level l.
-inline void corners(const Levels& lv, int64_t l, const float* x, int64_t* rows, float* weights) {
-  const float s = lv.scales[l];
-  int64_t cell[3];
-  float frac[3];
-  for (int d = 0; d < 3; ++d) {
-    const float p = x[d] * s + 0.5f;
-    const float f = std::floor(p);
-    cell[d] = static_cast<int64_t>(f);
-    frac[d] = p - f;
-  }
-  const int64_t size = lv.sizes[l];
-  const int64_t offset = lv.offsets[l];
-  const bool dense = l < lv.dense_levels;
-  const int64_t r = lv.res[l];
-  for (int c = 0; c < 8; ++c) {
-    const int64_t cx = cell[0] + (c & 1), cy = cell[1] + ((c >> 1) & 1), cz = cell[2] + ((c >> 2) & 1);
-    int64_t row;
-    if (dense) {
-      row = cx + r * (cy + r * cz);
-      if (row >= size) row -= size;  // only on the upper faces; equals "% size" there (row < 2 * size)
-    } else {
-      const uint32_t h = static_cast<uint32_t>(cx) ^ (static_cast<uint32_t>(cy) * kPrime1) ^
-                         (static_cast<uint32_t>(cz) * kPrime2);
-      row = static_cast<int64_t>(h & static_cast<uint32_t>(size - 1));
+// One level's cells: rows (in the level's table) and trilinear weights of the 8 corners of the cell holding a
+// point. Points are normalised to [0, 1], so x * scale + 0.5 > 0 and truncation is the floor (std::floor is a
+// library call in the baseline x86-64 build), and every index fits 32 bits (dense levels have res^3 <= 2^30 rows).
+// Specialised per kind of level, with the y and z terms of the hash or of the dense index computed once per
+// point: 1.5x the throughput of the general per-corner form on NeuS's probe points, with the same results.
+template <bool kDense>
+struct LevelCells {
+  float scale;
+  uint32_t size, mask, dy, dz;
+
+  LevelCells(const Levels& lv, int64_t l)
+      : scale(lv.scales[l]), size(static_cast<uint32_t>(lv.sizes[l])), mask(size - 1),
+        dy(kDense ? static_cast<uint32_t>(lv.res[l]) : kPrime1),
+        dz(kDense ? static_cast<uint32_t>(lv.res[l] * lv.res[l]) : kPrime2) {}
+
+  inline void corners(const float* x, uint32_t* rows, float* weights) const {
+    const float px = x[0] * scale + 0.5f, py = x[1] * scale + 0.5f, pz = x[2] * scale + 0.5f;
+    const int32_t ix = static_cast<int32_t>(px), iy = static_cast<int32_t>(py), iz = static_cast<int32_t>(pz);
+    const float fx = px - static_cast<float>(ix), fy = py - static_cast<float>(iy), fz = pz - static_cast<float>(iz);
+    const float wx[2] = {1.0f - fx, fx}, wy[2] = {1.0f - fy, fy}, wz[2] = {1.0f - fz, fz};
+    const uint32_t cx = static_cast<uint32_t>(ix), ty = static_cast<uint32_t>(iy) * dy,
+                   tz = static_cast<uint32_t>(iz) * dz;
+    for (int c = 0; c < 8; ++c) {
+      const uint32_t ax = cx + (c & 1), ay = ty + (((c >> 1) & 1) ? dy : 0u), az = tz + (((c >> 2) & 1) ? dz : 0u);
+      uint32_t row;
+      if (kDense) {
+        row = ax + ay + az;
+        if (row >= size) row -= size;  // only on the upper faces; equals "% size" there (row < 2 * size)
+      } else {
+        row = (ax ^ ay ^ az) & mask;  // sizes of hashed levels are powers of two
+      }
+      rows[c] = row;
+      weights[c] = wx[c & 1] * wy[(c >> 1) & 1] * wz[(c >> 2) & 1];
     }
-    rows[c] = offset + row;
-    const float wx = (c & 1) ? frac[0] : 1.0f - frac[0];
-    const float wy = ((c >> 1) & 1) ? frac[1] : 1.0f - frac[1];
-    const float wz = ((c >> 2) & 1) ? frac[2] : 1.0f - frac[2];
-    weights[c] = wx * wy * wz;
+  }
+};
+
+// Calls fn(std::integral_constant<bool, dense>) for level l's kind.
+template <typename Fn>
+void dispatch_level(const Levels& lv, int64_t l, Fn&& fn) {
+  if (l < lv.dense_levels) {
+    fn(std::integral_constant<bool, true>{});
+  } else {
+    fn(std::integral_constant<bool, false>{});
   }
 }
 
@@ -81,7 +98,7 @@ Levels levels_of(const torch::Tensor& scales, const torch::Tensor& res, const to
 
 // (A, B, F) -> (B, A, F) for contiguous float data, in tiles of 64 x 64 (A x B) that threads share out: inside a
 // tile reads and writes run along short contiguous stretches (torch's strided copy of the same permute ran at under
-// 1 GB/s). Levels x points for the forward pass, points x levels for the backward.
+// 1 GB/s). Points x levels, for the backward pass.
 torch::Tensor swap_leading(const torch::Tensor& src, int64_t a, int64_t b, int64_t f) {
   auto out = torch::empty({b, a * f}, src.options());
   const float* s = src.data_ptr<float>();
@@ -105,43 +122,48 @@ torch::Tensor swap_leading(const torch::Tensor& src, int64_t a, int64_t b, int64
 
 }  // namespace
 
-// One level of the forward pass: F features per table row, accumulated in registers (written through a pointer
-// the compiler must assume aliases the table, which measured 2x slower). The corners of the point kAhead places
-// on are computed and prefetched before this point's rows are read: the rows of hashed levels are random reads
-// into tables larger than L2, and waiting for each in turn is what bounds this loop.
-template <int F>
-void forward_level(const Levels& lv, int64_t l, int64_t n, const float* xp, const float* tp, float* op) {
+// The forward pass of one level over points [i0, i1); a point's F features go to op[i * stride + l * F],
+// accumulated in registers (written through a pointer the compiler must assume aliases the table, which measured
+// 2x slower). The corners of the point kAhead places on are computed and prefetched before this point's rows are
+// read: the rows of hashed levels are random reads into tables larger than L2.
+template <int F, bool kDense>
+void forward_level(const Levels& lv, int64_t l, int64_t i0, int64_t i1, const float* xp, const float* tp, float* op,
+                   int64_t stride) {
   constexpr int64_t kAhead = 8;
-  int64_t rows[kAhead][8];
+  const LevelCells<kDense> cells(lv, l);
+  const float* base = tp + lv.offsets[l] * F;
+  uint32_t rows[kAhead][8];
   float w[kAhead][8];
   auto fetch = [&](int64_t i) {
     const int64_t s = i % kAhead;
-    corners(lv, l, xp + 3 * i, rows[s], w[s]);
-    for (int c = 0; c < 8; ++c) __builtin_prefetch(tp + rows[s][c] * F);
+    cells.corners(xp + 3 * i, rows[s], w[s]);
+    for (int c = 0; c < 8; ++c) __builtin_prefetch(base + static_cast<int64_t>(rows[s][c]) * F);
   };
-  for (int64_t i = 0; i < std::min(n, kAhead); ++i) fetch(i);
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = i0; i < std::min(i1, i0 + kAhead); ++i) fetch(i);
+  for (int64_t i = i0; i < i1; ++i) {
     const int64_t s = i % kAhead;
     float acc[F] = {};
     for (int c = 0; c < 8; ++c) {
-      const float* t = tp + rows[s][c] * F;
+      const float* t = base + static_cast<int64_t>(rows[s][c]) * F;
       for (int f = 0; f < F; ++f) acc[f] += w[s][c] * t[f];
     }
-    float* o = op + (l * n + i) * F;
+    float* o = op + i * stride + l * F;
     for (int f = 0; f < F; ++f) o[f] = acc[f];
-    if (i + kAhead < n) fetch(i + kAhead);
+    if (i + kAhead < i1) fetch(i + kAhead);
   }
 }
 
-template <int F>
+template <int F, bool kDense>
 void backward_level(const Levels& lv, int64_t l, int64_t n, const float* xp, const float* gp, float* tp) {
   constexpr int64_t kAhead = 8;  // as in forward_level: the rows of points ahead are fetched while this one adds
-  int64_t rows[kAhead][8];
+  const LevelCells<kDense> cells(lv, l);
+  float* base = tp + lv.offsets[l] * F;
+  uint32_t rows[kAhead][8];
   float w[kAhead][8];
   auto fetch = [&](int64_t i) {
     const int64_t s = i % kAhead;
-    corners(lv, l, xp + 3 * i, rows[s], w[s]);
-    for (int c = 0; c < 8; ++c) __builtin_prefetch(tp + rows[s][c] * F, 1);
+    cells.corners(xp + 3 * i, rows[s], w[s]);
+    for (int c = 0; c < 8; ++c) __builtin_prefetch(base + static_cast<int64_t>(rows[s][c]) * F, 1);
   };
   for (int64_t i = 0; i < std::min(n, kAhead); ++i) fetch(i);
   for (int64_t i = 0; i < n; ++i) {
@@ -149,7 +171,7 @@ void backward_level(const Levels& lv, int64_t l, int64_t n, const float* xp, con
     float g[F];
     for (int f = 0; f < F; ++f) g[f] = gp[(l * n + i) * F + f];
     for (int c = 0; c < 8; ++c) {
-      float* t = tp + rows[s][c] * F;
+      float* t = base + static_cast<int64_t>(rows[s][c]) * F;
       for (int f = 0; f < F; ++f) t[f] += w[s][c] * g[f];
     }
     if (i + kAhead < n) fetch(i + kAhead);
@@ -168,21 +190,42 @@ void dispatch_features(int64_t f_dim, Fn&& fn) {
   }
 }
 
+// (N, P + L * F): the P columns of `prefix` (N, P), then the encoding. P may be 0; a field that reads its points
+// beside their encoding (NeuS's SDF) gets them without a separate concatenation, which cost a fifth of the encoding.
 torch::Tensor hash_forward(torch::Tensor x, torch::Tensor table, torch::Tensor scales, torch::Tensor res,
-                           torch::Tensor sizes, torch::Tensor offsets, int64_t dense_levels) {
+                           torch::Tensor sizes, torch::Tensor offsets, int64_t dense_levels, torch::Tensor prefix) {
   x = x.contiguous();
   table = table.contiguous();
   const Levels lv = levels_of(scales, res, sizes, offsets, dense_levels);
   const int64_t n = x.size(0), f_dim = table.size(1);
-  auto out = torch::empty({lv.n_levels, n, f_dim}, x.options());
+  TORCH_CHECK(prefix.dim() == 2 && (prefix.size(1) == 0 || (prefix.size(0) == n &&
+              prefix.scalar_type() == torch::kFloat32)), "hash_forward's prefix must be (N, P) float32 with N = ", n,
+              " points, or (0, 0)");
+  const int64_t p_dim = prefix.size(1);
+  if (p_dim) prefix = prefix.contiguous();
+  const int64_t stride = p_dim + lv.n_levels * f_dim;
+  auto out = torch::empty({n, stride}, x.options());
   const float* xp = x.data_ptr<float>();
   const float* tp = table.data_ptr<float>();
+  const float* pp = p_dim ? prefix.data_ptr<float>() : nullptr;
   float* op = out.data_ptr<float>();
+  constexpr int64_t kBlock = 8192;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
   dispatch_features(f_dim, [&](auto F) {
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t l = 0; l < lv.n_levels; ++l) forward_level<decltype(F)::value>(lv, l, n, xp, tp, op);
+    for (int64_t block = 0; block < blocks; ++block) {
+      const int64_t i0 = block * kBlock, i1 = std::min(n, i0 + kBlock);
+      for (int64_t i = i0; i < i1; ++i) {
+        for (int64_t k = 0; k < p_dim; ++k) op[i * stride + k] = pp[i * p_dim + k];
+      }
+      for (int64_t l = 0; l < lv.n_levels; ++l) {
+        dispatch_level(lv, l, [&](auto dense) {
+          forward_level<decltype(F)::value, decltype(dense)::value>(lv, l, i0, i1, xp, tp, op + p_dim, stride);
+        });
+      }
+    }
   });
-  return swap_leading(out, lv.n_levels, n, f_dim);
+  return out;
 }
 
 torch::Tensor hash_backward(torch::Tensor grad_out, torch::Tensor x, int64_t table_rows, torch::Tensor scales,
@@ -200,7 +243,9 @@ torch::Tensor hash_backward(torch::Tensor grad_out, torch::Tensor x, int64_t tab
     for (int64_t l = 0; l < lv.n_levels; ++l) {
       // each level zeroes its own rows: no serial memset of the whole table before the threads start
       std::fill(tp + lv.offsets[l] * f_dim, tp + (lv.offsets[l] + lv.sizes[l]) * f_dim, 0.0f);
-      backward_level<decltype(F)::value>(lv, l, n, xp, gp, tp);
+      dispatch_level(lv, l, [&](auto dense) {
+        backward_level<decltype(F)::value, decltype(dense)::value>(lv, l, n, xp, gp, tp);
+      });
     }
   });
   return grad_table;
