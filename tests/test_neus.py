@@ -238,6 +238,23 @@ def test_sdf_without_gradients_is_the_sdf_with_them(monkeypatch):
         monkeypatch.setattr(field.act, "forward", lambda h: pytest.fail("PyTorch's softplus ran without gradients"))
     with torch.no_grad():
         without = field.geometry_with_gradient(x, enc, training=False)
-    # float32 rounding apart; the gradient divides the SDF's by 4 fd_eps
-    for a, b, atol in zip(with_grad, without, (2e-6, 2e-6, 1e-4)):
+    # float32 rounding apart; the gradient's is the SDF's over 4 fd_eps, summed over the four probes' hidden units
+    for a, b, atol in zip(with_grad, without, (2e-6, 2e-6, 2e-4)):
         torch.testing.assert_close(b, a.detach(), atol=atol, rtol=1e-5)
+
+
+@pytest.mark.parametrize("grad_enabled", [True, False])
+def test_finite_difference_head_is_the_probes_mean_and_difference(grad_enabled):
+    """The one product over the four probes' hidden units gives what evaluating each probe and combining them
+    gives: the mean SDF and feature, and sum_k v_k f(x + h v_k) / (4h)."""
+    field, enc = sdf_field(fd_eps=5e-3, normals="finite_difference")
+    x = torch.rand(3000, 3) * 2 - 1
+    with torch.set_grad_enabled(grad_enabled):
+        sdf, feat, grad = field.geometry_with_gradient(x, enc, training=False)
+        vertices = torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, 1.0, 1.0]])
+        sdf4, feat4 = field.sdf_and_feature(x.unsqueeze(-2) + vertices * 5e-3, enc)
+    torch.testing.assert_close(sdf, sdf4.mean(-1), atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(feat, feat4.mean(-2), atol=2e-6, rtol=1e-5)
+    expected = (sdf4.unsqueeze(-1) * vertices).sum(-2) / (4 * 5e-3)
+    torch.testing.assert_close(grad, expected, atol=2e-4, rtol=1e-4)
+    assert grad.norm(dim=-1).mean() > 0.1  # a real gradient, not zeros on both sides

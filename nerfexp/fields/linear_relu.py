@@ -49,9 +49,10 @@ class _FusedLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
-def _fusable(x: Tensor, layer: torch.nn.Linear) -> bool:
+def _fusable(x: Tensor, layer: torch.nn.Linear | Tensor) -> bool:
     # under autocast PyTorch's layer runs in reduced precision, which the fused float32 op would bypass
-    return (_FUSED and x.device.type == "cpu" and x.dtype == torch.float32 and layer.weight.dtype == torch.float32
+    weight = layer if isinstance(layer, Tensor) else layer.weight
+    return (_FUSED and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu"))
 
 
@@ -72,6 +73,14 @@ def linear(x: Tensor, layer: torch.nn.Linear, second_order: bool = False, stable
     if _fusable(x, layer) and (not torch.is_grad_enabled() or (stable_rows and not second_order)):
         return _FusedLinear.apply(x, layer.weight, layer.bias, "none", stable_rows)
     return layer(x)
+
+
+def linear_weight(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``F.linear(x, weight, bias)`` for a weight that is not a layer's own; one oneDNN call without gradients (as
+    :func:`linear`)."""
+    if _fusable(x, weight) and not torch.is_grad_enabled():
+        return _FusedLinear.apply(x, weight, bias, "none", False)
+    return F.linear(x, weight, bias)
 
 
 def linear_heads(x: Tensor, layers: list[torch.nn.Linear]) -> list[Tensor]:
