@@ -30,7 +30,8 @@ def old_config(name: str, **subst: str):
 @pytest.mark.parametrize("name, today", [
     ("neus_demo", ["experiment=neus_demo"]),
     ("lego_fast", ["experiment=lego_fast", "encoder.position.finest_resolution=2048",  # the old run's; the preset
-                   "sampler.max_batch_samples=131072"]),  # has 512 and 4096 rays x 64 since
+                   "encoder.position.log2_table_size=17",  # has 512, 2^18 and 4096 rays x 64 since
+                   "sampler.max_batch_samples=131072"]),
     ("lego_tiny", ["experiment=lego_tiny", "sampler.n_samples=32"]),  # the old run's; the preset has 16 since
 ])
 def test_old_configs_build_the_model_of_today_with_the_same_weights(name, today):
