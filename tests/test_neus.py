@@ -248,6 +248,9 @@ def test_finite_difference_head_is_the_probes_mean_and_difference(grad_enabled):
     """The one product over the four probes' hidden units gives what evaluating each probe and combining them
     gives: the mean SDF and feature, and sum_k v_k f(x + h v_k) / (4h)."""
     field, enc = sdf_field(fd_eps=5e-3, normals="finite_difference")
+    with torch.set_grad_enabled(grad_enabled):  # a chunk of rays where no section is visible queries no point
+        assert [t.shape for t in field.geometry_with_gradient(torch.zeros(0, 3), enc, training=False)] == \
+            [(0,), (0, field.geo_feat_dim), (0, 3)]
     x = torch.rand(3000, 3) * 2 - 1
     with torch.set_grad_enabled(grad_enabled):
         sdf, feat, grad = field.geometry_with_gradient(x, enc, training=False)

@@ -141,7 +141,7 @@ class SDFField(nn.Module):
         # the four probes' hidden units gives the mean SDF, the mean feature and the gradient (the separate sums
         # and products took a tenth of a NeuS render's time)
         weight, bias = self._probe_head()
-        out = linear_weight(hidden.reshape(*hidden.shape[:-2], -1), weight, bias)
+        out = linear_weight(hidden.reshape(*hidden.shape[:-2], 4 * hidden.shape[-1]), weight, bias)
         n = 1 + self.geo_feat_dim
         return out[..., 0], out[..., 1:n], out[..., n:]
 
