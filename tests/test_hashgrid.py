@@ -170,7 +170,8 @@ def test_encode_beside_is_the_prefix_then_the_encoding(n_points):
     (out_k * weights).sum().backward()
     grads_k = enc.table.grad.clone(), prefix.grad.clone()
     enc.table.grad, prefix.grad = None, None
-    out_t = torch.cat([prefix, enc.encode_torch(enc.normalize(x.reshape(-1, 3))).reshape(*x.shape[:-1], enc.out_dim)], -1)
+    encoding = enc.encode_torch(enc.normalize(x.reshape(-1, 3))).reshape(*x.shape[:-1], enc.out_dim)
+    out_t = torch.cat([prefix, encoding], -1)
     (out_t * weights).sum().backward()
     assert out_k.shape == (n_points, 2, 5 + enc.out_dim)
     assert torch.allclose(out_k, out_t, atol=1e-6)

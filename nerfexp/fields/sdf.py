@@ -154,8 +154,7 @@ class SDFField(nn.Module):
         tetra = _TETRA.to(w) / (4.0 * self.fd_eps)  # (4, 3)
         mean = (w * 0.25).repeat(1, 4)
         grad = (tetra.t().unsqueeze(-1) * w[0]).reshape(3, -1)
-        bias = last.bias if last.bias is not None else w.new_zeros(w.shape[0])
-        return torch.cat([mean, grad]), torch.cat([bias, bias.new_zeros(3)])
+        return torch.cat([mean, grad]), torch.cat([last.bias, last.bias.new_zeros(3)])
 
     def sdf(self, pts: Tensor, encode) -> Tensor:
         """SDF alone at world points ``(..., 3)`` (sampling, meshes)."""
