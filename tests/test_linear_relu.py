@@ -127,3 +127,41 @@ def test_nerf_field_with_its_heads_in_one_product_is_the_papers_network(feature_
     ref_grads = torch.autograd.grad(ref_rgb.sum() + 3 * ref_sigma.sum(), params)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
+
+
+def test_row_buckets_are_16_per_octave_and_waste_under_a_sixteenth():
+    sizes = [lr.row_bucket(n) for n in range(1, 2 ** 17 + 1)]
+    for n, b in zip(range(1, 2 ** 17 + 1), sizes):
+        assert n <= b < n + max(256, n / 16), (n, b)
+    assert lr.row_bucket(lr.row_bucket(30001)) == lr.row_bucket(30001) == 30720  # a bucket is its own bucket
+    octave = {b for b in sizes[2 ** 14:2 ** 15]}  # n in (2^14, 2^15]
+    assert len(octave) == 16
+
+
+def test_marcher_sized_batches_reach_onednn_as_a_few_row_counts_with_their_own_rows_back(monkeypatch):
+    """oneDNN builds and keeps a kernel per input shape, so batches whose size changes every call (a marcher's
+    samples) must reach it padded to bucket sizes: every product sees a bucket, an MLP pads once (not per layer),
+    and each input row gets its own output row back, with the gradients of the plain layers."""
+    seen = []
+    real = lr._product
+    monkeypatch.setattr(lr, "_product", lambda x, *args: seen.append(len(x)) or real(x, *args))
+    torch.manual_seed(6)
+    layers = [torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
+              torch.nn.Linear(64, 16)]
+    mlp, plain = lr.ReLUMLP(*layers), torch.nn.Sequential(*layers)
+    sizes = torch.randint(20000, 40000, (30,)).tolist()
+    for n in sizes:
+        x = torch.randn(n, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(mlp(x), plain(x), atol=1e-5, rtol=1e-5)
+    assert len(seen) == 3 * len(sizes)  # every layer one oneDNN product (no gradients)
+    assert all(lr.row_bucket(r) == r for r in seen)
+    assert len(set(seen)) <= 18 < len(set(sizes))  # (20000, 32768] in 1024s, then 2048s
+    x = torch.randn(1001, 32, requires_grad=True)
+    out = mlp(x)
+    assert out.shape == (1001, 16) and seen[-1] == 1024
+    weight = torch.randn_like(out)
+    params = [x, *plain.parameters()]
+    for g, r in zip(torch.autograd.grad((out * weight).sum(), params),
+                    torch.autograd.grad((plain(x) * weight).sum(), params)):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)

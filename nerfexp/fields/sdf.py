@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from nerfexp.config import check_number
 from nerfexp.encoders.base import encode_beside
-from nerfexp.fields.linear_relu import ReLUMLP, linear, linear_weight
+from nerfexp.fields.linear_relu import ReLUMLP, fusable, linear, linear_weight, on_padded_rows
 from nerfexp.kernels import cpu_kernels
 
 NORMAL_MODES = ("analytic", "finite_difference")
@@ -89,8 +89,15 @@ class SDFField(nn.Module):
     def sdf_and_feature(self, pts: Tensor, encode) -> tuple[Tensor, Tensor]:
         """``pts (..., 3)`` and ``encode`` (points -> their encoding) -> sdf ``(...)``, feature
         ``(..., geo_feat_dim)``."""
-        h = linear(self._hidden(pts, encode), self.geo_layers[-1], second_order=True)
+        h = self._on_rows(lambda p: linear(self._hidden(p, encode), self.geo_layers[-1], second_order=True), pts)
         return h[..., 0], h[..., 1:]
+
+    def _on_rows(self, fn, pts: Tensor) -> Tensor:
+        """``fn`` over the points' rows, padded to a bucket size where its products are fused (no gradients): see
+        :func:`nerfexp.fields.linear_relu.row_bucket`."""
+        if torch.is_grad_enabled() or not fusable(pts, self.geo_layers[0]):
+            return fn(pts)
+        return on_padded_rows(fn, pts)
 
     def _hidden(self, pts: Tensor, encode) -> Tensor:
         """The geometry MLP's last hidden units ``(..., width)`` (its input where it has no hidden layer)."""
@@ -135,13 +142,16 @@ class SDFField(nn.Module):
         return sdf, feat, grad
 
     def _finite_difference(self, pts: Tensor, encode) -> tuple[Tensor, Tensor, Tensor]:
-        probe = pts.unsqueeze(-2) + _TETRA.to(pts) * self.fd_eps  # (..., 4, 3)
-        hidden = self._hidden(probe, encode)  # (..., 4, width)
         # the last layer, the mean over the probes and their weighted differences are all linear: one product over
         # the four probes' hidden units gives the mean SDF, the mean feature and the gradient (the separate sums
         # and products took a tenth of a NeuS render's time)
         weight, bias = self._probe_head()
-        out = linear_weight(hidden.reshape(*hidden.shape[:-2], 4 * hidden.shape[-1]), weight, bias)
+
+        def head(p: Tensor) -> Tensor:
+            hidden = self._hidden(p.unsqueeze(-2) + _TETRA.to(p) * self.fd_eps, encode)  # (..., 4, width)
+            return linear_weight(hidden.reshape(*hidden.shape[:-2], 4 * hidden.shape[-1]), weight, bias)
+
+        out = self._on_rows(head, pts)  # (4 probes of a bucket of points are a bucket of rows)
         n = 1 + self.geo_feat_dim
         return out[..., 0], out[..., 1:n], out[..., n:]
 
