@@ -169,8 +169,9 @@ def evaluate_in_world(cfg: DictConfig, world: World) -> dict:
     logger = run_logger(run_dir, run_cfg, checkpoint) if world.is_main else None
     result: dict = {}
     split = dataset.load(cfg.split)
+    chunk = int(cfg.chunk or OmegaConf.select(run_cfg, "eval.chunk", default=8192))
     if cfg.metrics:
-        metrics = evaluate_split(pipeline, split, run_cfg.dataset.background, out_dir, cfg.chunk, device,
+        metrics = evaluate_split(pipeline, split, run_cfg.dataset.background, out_dir, chunk, device,
                                  cfg.max_views, world=world)
     if cfg.metrics and world.is_main:
         log.info("%s split, %d views: PSNR %.2f dB, SSIM %.4f, LPIPS %s", cfg.split, metrics["n_views"],
@@ -188,7 +189,7 @@ def evaluate_in_world(cfg: DictConfig, world: World) -> dict:
         if not hasattr(dataset, "render_path"):
             raise FileNotFoundError(f"dataset {type(dataset).__name__} has no render path for video=true")
         poses = dataset.render_path(cfg.video_frames)
-        frames = render_path_frames(pipeline, split, poses, eval_background(run_cfg.dataset.background), cfg.chunk,
+        frames = render_path_frames(pipeline, split, poses, eval_background(run_cfg.dataset.background), chunk,
                                     device, cfg.video_scale, world)
     if cfg.video and world.is_main:
         paths = write_video(frames, out_dir / "video", fps=cfg.video_fps)

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from conftest import compose_train, tiny_overrides
 from nerfexp.compat import upgrade_run_config
 from nerfexp.config import validate_config
+from nerfexp import evaluate as evaluate_module
 from nerfexp.evaluate import evaluate_run
 from nerfexp.pipelines.build import build_pipeline
 from nerfexp.train import train
@@ -52,7 +53,7 @@ def test_old_configs_build_the_model_of_today_with_the_same_weights(name, today)
     assert old_pipeline.state_dict().keys() == new_pipeline.state_dict().keys()
 
 
-def test_an_old_run_dir_evaluates(demo_cache, tmp_path):
+def test_an_old_run_dir_evaluates(demo_cache, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     cfg = compose_train(tiny_overrides(demo_cache) + ["trainer.max_steps=20", "trainer.val_every=0",
                                                       "trainer.eval_at_end=true", "logger=csv"])
@@ -62,8 +63,12 @@ def test_an_old_run_dir_evaluates(demo_cache, tmp_path):
     conf = Path(__file__).resolve().parent.parent / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         ecfg = compose("evaluate", overrides=[f"run={run_dir}", "out_subdir=eval_again"])
+    chunks = []
+    real = evaluate_module.render_sharded
+    monkeypatch.setattr(evaluate_module, "render_sharded", lambda *a: chunks.append(a[4]) or real(*a))
     result = evaluate_run(ecfg)
     metrics = json.loads((run_dir / "eval_again" / "metrics.json").read_text())
     assert metrics["n_views"] == 2
+    assert chunks == [4096]  # evaluate.py's chunk=null renders in the run's eval.chunk (its model's default)
     # the same weights under the same model: the same test PSNR as the run's own evaluation at the end
     assert abs(metrics["psnr"] - summary["test_psnr"]) < 1e-3, (metrics["psnr"], summary["test_psnr"], result)
