@@ -60,10 +60,10 @@ class _FusedLinear(torch.autograd.Function):
     backward (second derivatives, e.g. an SDF's eikonal term through analytic normals, need PyTorch's layer).
 
     With ``onednn_grad`` the input gradient ``g @ weight`` runs as a oneDNN linear on the transposed weight too
-    (1.4x PyTorch's mm for 65,536 x 96 -> 96 on 2 cores). oneDNN builds a kernel per input shape, so that pays only
-    where a layer sees the same number of rows every step (dense samples per ray); a marcher's batches change size
-    every step, and building the kernels then costs more than they save (the fast path's training steps were 0.8x
-    as fast with it), so there the input gradient is PyTorch's mm.
+    (1.4x PyTorch's mm for 65,536 x 96 -> 96 on 2 cores). That pays where a layer sees the same number of rows every
+    step (dense samples per ray); for a marcher's batches, whose size changes every step, it does not (the fast
+    path's training steps: 0.8x as fast before rows were padded to :func:`row_bucket` sizes, 1.0x since), so there
+    the input gradient is PyTorch's mm.
     """
 
     @staticmethod
