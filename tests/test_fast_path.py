@@ -78,3 +78,31 @@ def test_rendering_front_to_back_gives_the_density_pass_images(encoder):
     if encoder is INTEGRATED:  # the footprints reached the encoding: without them the image differs
         plain = pipeline.render_rays_chunked(RayBundle(origins, dirs, dirs, rays.near, rays.far), torch.ones(3), 200)
         assert (plain["rgb"] - outs[True]["rgb"]).abs().max() > 1e-3
+
+
+def test_marched_samples_reach_the_field_in_bucket_sizes_and_render_the_same_image(monkeypatch):
+    """Rendering gathers each round's samples to a bucket size of rows (oneDNN keeps a kernel per row count): every
+    product sees a bucket size, no MLP copies its input to pad it, and the image is the one without the padding."""
+    from nerfexp.cameras import RayBundle
+    from nerfexp.fields import linear_relu as lr
+    from nerfexp.pipelines import nerf as nerf_pipeline
+    from nerfexp.pipelines.build import build_pipeline
+
+    torch.manual_seed(1)
+    pipeline = build_pipeline(compose_train(FAST + HASH)).eval()
+    n = 700
+    origins = torch.nn.functional.normalize(torch.randn(n, 3), dim=-1) * 3.0
+    dirs = torch.nn.functional.normalize(torch.randn(n, 3) * 0.3 - origins, dim=-1)
+    rays = RayBundle(origins, dirs, dirs, torch.full((n, 1), 0.5), torch.full((n, 1), 6.0))
+    with monkeypatch.context() as m:
+        m.setattr(nerf_pipeline, "bucket_index", lambda index: index)
+        plain = pipeline.render_rays_chunked(rays, torch.ones(3), chunk=n)
+    rows, copies = [], []
+    product, pad_rows = lr._product, lr.pad_rows
+    monkeypatch.setattr(lr, "_product", lambda x, *args: rows.append(len(x)) or product(x, *args))
+    monkeypatch.setattr(lr, "pad_rows", lambda x: copies.append(lr.row_bucket(len(x)) != len(x)) or pad_rows(x))
+    out = pipeline.render_rays_chunked(rays, torch.ones(3), chunk=n)
+    assert len(rows) >= 10 and all(lr.row_bucket(r) == r for r in rows)  # a few rounds, 5 layers each
+    assert len(set(rows)) > 1 and copies and not any(copies)
+    for key in ("rgb", "depth", "acc"):
+        torch.testing.assert_close(out[key], plain[key], rtol=1e-4, atol=1e-5)

@@ -38,6 +38,16 @@ def pad_rows(x: Tensor) -> Tensor:
     return torch.cat([flat, flat.new_zeros(extra, flat.shape[-1])]) if extra else flat
 
 
+def bucket_index(index: Tensor) -> Tensor:
+    """A gather index ``(N,)`` lengthened to :func:`row_bucket` entries by repeating its first, where products are
+    fused (CPU): what is gathered by it reaches the field's MLPs with a bucket size of rows, and no MLP copies its
+    input to pad it. Callers keep the first ``N`` outputs."""
+    extra = row_bucket(len(index)) - len(index)
+    if not _FUSED or index.device.type != "cpu" or not extra or not len(index):
+        return index
+    return torch.cat([index, index[:1].expand(extra)])
+
+
 def on_padded_rows(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     """``fn`` over ``x``'s rows padded to :func:`row_bucket` (``fn`` maps ``(B, D)`` rows to ``(B, ...)`` rows, each
     from its own), then the first ``N`` output rows in ``x``'s leading shape: the fused products inside ``fn`` then

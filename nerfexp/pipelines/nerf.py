@@ -5,6 +5,7 @@ from torch import Tensor, nn
 
 from nerfexp.cameras import RayBundle
 from nerfexp.fields.base import FieldOutputs
+from nerfexp.fields.linear_relu import bucket_index
 from nerfexp.pipelines.base import Pipeline
 from nerfexp.samplers.base import GeometryFn, RaySamples, scatter_to_grid
 from nerfexp.samplers.front_to_back import query_front_to_back
@@ -65,13 +66,21 @@ class NeRFPipeline(Pipeline):
         if samples.early_stop_eps is not None:
             return self.query_front_to_back(field, rays, samples, d_enc, noise)
         rows, cols = samples.mask.nonzero(as_tuple=True)
-        # each kept sample as a one-sample "ray", so every field's (R, S, D) interface applies unchanged
-        rgb_kept, sigma_kept = field(self.encode(rays, samples.t[rows, cols], rows).unsqueeze(1), d_enc[rows],
-                                     density_noise_std=noise)
+        rgb_kept, sigma_kept = self.query_samples(field, rays, samples.t, rows, cols, d_enc, noise)
         shape = samples.t.shape
-        rgb = scatter_to_grid(rgb_kept[:, 0], rows, cols, shape)
-        sigma = scatter_to_grid(sigma_kept[:, 0], rows, cols, shape)
+        rgb = scatter_to_grid(rgb_kept, rows, cols, shape)
+        sigma = scatter_to_grid(sigma_kept, rows, cols, shape)
         return FieldOutputs(rgb=rgb, density=sigma)
+
+    def query_samples(self, field: nn.Module, rays: RayBundle, t: Tensor, rows: Tensor, cols: Tensor, d_enc: Tensor,
+                      noise: float) -> tuple[Tensor, Tensor]:
+        """Colour ``(K, 3)`` and density ``(K,)`` at samples ``(rows, cols)`` of ``t``, each as a one-sample "ray" (so
+        every field's ``(R, S, D)`` interface applies unchanged), gathered to a bucket size of rows (see
+        :func:`nerfexp.fields.linear_relu.bucket_index`)."""
+        n = len(rows)
+        rows, cols = bucket_index(rows), bucket_index(cols)
+        rgb, sigma = field(self.encode(rays, t[rows, cols], rows).unsqueeze(1), d_enc[rows], density_noise_std=noise)
+        return rgb[:n, 0], sigma[:n, 0]
 
     def query_front_to_back(self, field: nn.Module, rays: RayBundle, samples: RaySamples, d_enc: Tensor,
                             noise: float) -> FieldOutputs:
@@ -79,9 +88,7 @@ class NeRFPipeline(Pipeline):
         becomes the kept ones, packed to the front (see :mod:`nerfexp.samplers.front_to_back`)."""
 
         def at(rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
-            rgb, sigma = field(self.encode(rays, samples.t[rows, cols], rows).unsqueeze(1), d_enc[rows],
-                               density_noise_std=noise)
-            return rgb[:, 0], sigma[:, 0]
+            return self.query_samples(field, rays, samples.t, rows, cols, d_enc, noise)
 
         kept, rgb, sigma = query_front_to_back(samples, at, samples.early_stop_eps, samples.alpha_threshold)
         # the caller's samples become the kept ones (the renderer composites those; the count is theirs)
