@@ -83,7 +83,8 @@ class RayBundle:
         one sample of ray ``rows[k]`` at ``t[k]`` -> ``(K, 3)``."""
         if rows is None:
             return self.origins.unsqueeze(1) + self.directions.unsqueeze(1) * t.unsqueeze(-1)
-        return self.origins[rows] + self.directions[rows] * t.unsqueeze(-1)
+        # index_select, not [rows]: ATen's advanced indexing is several times slower for a row gather on the CPU
+        return self.origins.index_select(0, rows) + self.directions.index_select(0, rows) * t.unsqueeze(-1)
 
     def footprint_at(self, t: Tensor, rows: Tensor | None = None) -> Tensor | None:
         """Std of the pixel's footprint at the points :meth:`points` gives for the same arguments: ``(N, S, 1)``
@@ -92,7 +93,7 @@ class RayBundle:
             return None
         if rows is None:
             return (self.footprint[:, :1] + self.footprint[:, 1:] * t).unsqueeze(-1)
-        fp = self.footprint[rows]
+        fp = self.footprint.index_select(0, rows)
         return (fp[:, 0] + fp[:, 1] * t).unsqueeze(-1)
 
 

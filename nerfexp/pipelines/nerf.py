@@ -79,7 +79,8 @@ class NeRFPipeline(Pipeline):
         :func:`nerfexp.fields.linear_relu.bucket_index`)."""
         n = len(rows)
         rows, cols = bucket_index(rows), bucket_index(cols)
-        rgb, sigma = field(self.encode(rays, t[rows, cols], rows).unsqueeze(1), d_enc[rows], density_noise_std=noise)
+        rgb, sigma = field(self.encode(rays, t[rows, cols], rows).unsqueeze(1), d_enc.index_select(0, rows),
+                           density_noise_std=noise)
         return rgb[:n, 0], sigma[:n, 0]
 
     def query_front_to_back(self, field: nn.Module, rays: RayBundle, samples: RaySamples, d_enc: Tensor,

@@ -45,24 +45,28 @@ def query_front_to_back(samples: RaySamples, query: QueryFn, eps: float, alpha_t
     alive = mask[:, 0].nonzero().squeeze(-1)
     kept_rows, kept_cols, kept_rgb, kept_density = [], [], [], []
     start = 0
+    # row gathers by index_select, not [index]: ATen's advanced indexing is several times slower on the CPU
     while start < width and alive.numel():
-        cells = mask[alive, start:start + block]
+        cells = mask[:, start:start + block].index_select(0, alive)
         local_rows, local_cols = cells.nonzero(as_tuple=True)
-        rows, cols = alive[local_rows], start + local_cols
+        rows, cols = alive.index_select(0, local_rows), start + local_cols
         rgb, density = query(rows, cols)
         tau = torch.zeros(cells.shape, device=mask.device)
         tau[local_rows, local_cols] = density.detach().float() * samples.deltas[rows, cols].float()
-        in_front = depth[alive].unsqueeze(1) + tau.cumsum(1) - tau  # optical depth in front of each sample
+        # the optical depth in front of each sample
+        in_front = depth.index_select(0, alive).unsqueeze(1) + tau.cumsum(1) - tau
         keep = in_front[local_rows, local_cols] < limit
         if alpha_threshold > 0:
             keep &= -torch.expm1(-tau[local_rows, local_cols]) > alpha_threshold
-        kept_rows.append(rows[keep])
-        kept_cols.append(cols[keep])
-        kept_rgb.append(rgb[keep])
-        kept_density.append(density[keep])
-        depth[alive] += tau.sum(1)
-        more = mask[alive, start + block] if start + block < width else torch.zeros_like(alive, dtype=torch.bool)
-        alive = alive[more & (depth[alive] < limit)]
+        keep = keep.nonzero().squeeze(-1)
+        kept_rows.append(rows.index_select(0, keep))
+        kept_cols.append(cols.index_select(0, keep))
+        kept_rgb.append(rgb.index_select(0, keep))
+        kept_density.append(density.index_select(0, keep))
+        depth.index_add_(0, alive, tau.sum(1))
+        more = (mask[:, start + block].index_select(0, alive) if start + block < width
+                else torch.zeros_like(alive, dtype=torch.bool))
+        alive = alive[more & (depth.index_select(0, alive) < limit)]
         start, block = start + block, block * growth
     if not kept_rows:  # no ray has a sample
         empty = torch.zeros(n_rays, 1, device=mask.device)
