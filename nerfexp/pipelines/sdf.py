@@ -72,8 +72,8 @@ class SDFPipeline(Pipeline):
         rows, cols = visible.nonzero(as_tuple=True)
         pts = rays.points(samples.t[rows, cols], rows)
         sdf, feat, grad = field.geometry_with_gradient(pts, self.pos_encoder, False)
-        rgb = field.color(pts, torch.nn.functional.normalize(grad, dim=-1), self.dir_encoder(rays.viewdirs)[rows],
-                          feat)
+        d_enc = self.dir_encoder(rays.viewdirs).index_select(0, rows)
+        rgb = field.color(pts, torch.nn.functional.normalize(grad, dim=-1), d_enc, feat)
         samples.mask, samples.deltas = visible, samples.deltas * visible
         shape = visible.shape
         return FieldOutputs(rgb=scatter_to_grid(rgb, rows, cols, shape), sdf=scatter_to_grid(sdf, rows, cols, shape),
