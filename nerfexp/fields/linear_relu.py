@@ -59,10 +59,7 @@ def on_padded_rows(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
 
 def _onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None, act: str) -> Tensor:
     """oneDNN's ``act(x @ weight.T + bias)`` on ``x``'s rows padded to :func:`row_bucket`."""
-    flat = pad_rows(x)
-    n = x.numel() // x.shape[-1]
-    out = _product(flat, weight, bias, act, [], "")
-    return out[:n].reshape(*x.shape[:-1], weight.shape[0])
+    return on_padded_rows(lambda rows: _product(rows, weight, bias, act, [], ""), x)
 
 
 class _FusedLinear(torch.autograd.Function):
